@@ -1,0 +1,33 @@
+"""Errors a user can cause. The CLI turns each into one stderr line and an exit code."""
+
+
+class LasagnaError(Exception):
+    """Base of every error that is the user's input, not a bug; its message is written for a person."""
+
+    exit_code: int = 1
+
+
+class DocumentError(LasagnaError):
+    """A file that can't be read as an image or document: missing, corrupt, truncated, not an image."""
+
+
+class UnsupportedDocumentError(DocumentError):
+    """A readable document in a form Lasagna refuses (colour mode, bit depth, ...)."""
+
+
+class ImageTooLargeError(DocumentError):
+    """A document above the pixel limit; refused before its pixels are decoded."""
+
+
+class OutputError(LasagnaError):
+    """An output that can't or mustn't be written (would overwrite the input, folder missing, ...)."""
+
+
+class UsageError(LasagnaError):
+    """Options that contradict each other or name something that doesn't exist (a layer, a template)."""
+
+    exit_code = 2
+
+
+class ModelError(LasagnaError):
+    """A model that can't be loaded: path missing, files missing, not cached while offline, pickle-only."""
