@@ -1,0 +1,116 @@
+"""The `lasagna` command. Heavy imports (torch, diffusers) happen inside commands, never at module level."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from lasagna_core import __version__
+from lasagna_core.document import DEFAULT_MAX_PIXELS
+
+from .console import guarded, notice, print_json, stderr, stdout
+
+app = typer.Typer(
+    name="lasagna",
+    help="Generative edits as real Photoshop layers: shading and colour distilled into a new layer you keep editing.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+MaxPixels = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse documents with more pixels than this (protects memory).", min=1)
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"lasagna {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", "-V", help="Print the version and exit.", callback=_version, is_eager=True),
+) -> None:
+    """Lasagna: text-guided edits distilled into a PSD layer with the matching blend mode."""
+
+
+@app.command()
+@guarded
+def inspect(
+    file: Path = typer.Argument(..., help="Image or PSD/PSB to describe."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout for scripts."),
+    max_pixels: int = MaxPixels,
+) -> None:
+    """Show a document's size, colour mode, depth and layer tree (kind, blend mode, opacity, visibility, bbox)."""
+    from lasagna_core.document import describe
+
+    info = describe(file, max_pixels=max_pixels)
+    if json_output:
+        print_json(info)
+        return
+    from rich.tree import Tree
+
+    tree = Tree(
+        f"[bold]{file.name}[/]  {info['format'].upper()}  {info['width']}x{info['height']}  "
+        f"{info['mode']}  {info['depth']}-bit" + ("" if info["has_merged_image"] else "  (no merged image)")
+    )
+    _add_layers(tree, info["layers"])
+    stdout.print(tree)
+
+
+def _add_layers(tree: Any, layers: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
+
+    for layer in layers:
+        flags = [] if layer["visible"] else ["hidden"]
+        flags += ["clipped"] if layer["clipping"] else []
+        flags += ["mask"] if layer["has_mask"] else []
+        left, top, right, bottom = layer["bbox"]
+        label = (
+            f"{escape(layer['name'])}  [dim]{layer['kind']}  {layer['blend_mode']}  {layer['opacity'] * 100:.0f}%  "
+            f"bbox {left},{top} {right - left}x{bottom - top}{'  ' + ' '.join(flags) if flags else ''}[/]"
+        )
+        branch = tree.add(label)
+        _add_layers(branch, layer.get("children", []))
+
+
+@app.command()
+@guarded
+def flatten(
+    file: Path = typer.Argument(..., help="PSD/PSB (or image) to flatten."),
+    output: Path = typer.Option(..., "--output", "-o", help="PNG to write."),
+    max_pixels: int = MaxPixels,
+) -> None:
+    """Flatten a document's layers with Lasagna's own compositor and write a PNG (ignores the stored merged image)."""
+    from lasagna_core.document import flatten_layers, save_png
+
+    color, alpha, notices = flatten_layers(file, max_pixels=max_pixels)
+    for text in notices:
+        notice(text)
+    save_png(color, alpha, output)
+    stderr.print(f"wrote {output}")
+
+
+def _engine_missing(command: str) -> None:
+    from .console import fail
+
+    fail(f"'lasagna {command}' is not available yet in this version: the distillation engine has not landed", 3)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def shade() -> None:
+    """(Not available yet) Distil a shading layer from a diffusion prior."""
+    _engine_missing("shade")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def colorize() -> None:
+    """(Not available yet) Distil a colour layer from a diffusion prior."""
+    _engine_missing("colorize")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,44 @@
+"""Shared test helpers: where the Photoshop fixtures are, and small documents built in code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTOSHOP = REPO.parent / "shared" / "fixtures" / "photoshop"
+EXAMPLE_PSD = REPO / "examples" / "still-life.psd"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `gimp` skip where GIMP is missing; CI sets LASAGNA_REQUIRE_GIMP=1 so there they fail instead."""
+    if item.get_closest_marker("gimp") is None:
+        return
+    from tests.gimp import gimp_available
+
+    if not gimp_available():
+        if os.environ.get("LASAGNA_REQUIRE_GIMP"):
+            pytest.fail("LASAGNA_REQUIRE_GIMP is set but GIMP is not installed")
+        pytest.skip("GIMP is not installed (apt-get install gimp)")
+
+
+def photoshop(name: str) -> Path:
+    path = PHOTOSHOP / name
+    if not path.exists():
+        pytest.skip(f"shared fixture {path} is missing")
+    return path
+
+
+def gradient_rgb(height: int = 24, width: int = 32, seed: int = 0) -> np.ndarray:
+    """A smooth, non-symmetric RGB test picture, float32 [H, W, 3] in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([x / max(width - 1, 1), y / max(height - 1, 1), 0.5 + 0.5 * np.sin(x / 3.0)], axis=2)
+    return np.clip(base + rng.uniform(-0.05, 0.05, base.shape), 0, 1).astype(np.float32)
+
+
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
