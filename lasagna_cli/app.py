@@ -11,6 +11,7 @@ from lasagna_core import __version__
 from lasagna_core.document import DEFAULT_MAX_PIXELS
 
 from .console import guarded, notice, print_json, stderr, stdout
+from .edit import make_edit_command
 
 app = typer.Typer(
     name="lasagna",
@@ -94,22 +95,47 @@ def flatten(
     stderr.print(f"wrote {output}")
 
 
-def _engine_missing(command: str) -> None:
-    from .console import fail
-
-    fail(f"'lasagna {command}' is not available yet in this version: the distillation engine has not landed", 3)
+app.command("shade")(make_edit_command("shade", "Distil shading into a Multiply (shadows) and a Screen (light) layer."))
+app.command("colorize")(make_edit_command("colorize", "Distil colour into a Normal layer with alpha (or Multiply flats with -t colorize-multiply)."))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def shade() -> None:
-    """(Not available yet) Distil a shading layer from a diffusion prior."""
-    _engine_missing("shade")
+@app.command()
+@guarded
+def templates(
+    json_output: bool = typer.Option(False, "--json", help="Print the templates as JSON on stdout."),
+) -> None:
+    """List the built-in edit templates and the layers each one makes."""
+    from lasagna_core.templates import builtin_names, load_template
+
+    specs = [load_template(name) for name in builtin_names()]
+    if json_output:
+        print_json([
+            {"name": s.name, "description": s.description, "model": s.model,
+             "layers": [{"name": l.name, "blend_mode": l.blend_mode.value, "channels": l.channels, "alpha": l.alpha,
+                         "range": [l.low, l.high], "neutral": l.neutral} for l in s.layers]}
+            for s in specs
+        ])
+        return
+    for spec in specs:
+        layers = ", ".join(f"{l.name} ({l.blend_mode.value}{', RGB' if l.channels == 3 else ''}{' + alpha' if l.alpha else ''})" for l in spec.layers)
+        stdout.print(f"[bold]{spec.name}[/]  {spec.description}\n    layers: {layers}\n    model: {spec.model}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def colorize() -> None:
-    """(Not available yet) Distil a colour layer from a diffusion prior."""
-    _engine_missing("colorize")
+models = typer.Typer(help="Download and manage diffusion priors.", no_args_is_help=True)
+app.add_typer(models, name="models")
+
+
+@models.command("pull")
+@guarded
+def models_pull(
+    model_id: str = typer.Argument(..., help="Hugging Face hub id, e.g. stable-diffusion-v1-5/stable-diffusion-v1-5."),
+    controlnet: bool = typer.Option(False, "--controlnet", help="The id is a ControlNet adapter, not a full pipeline."),
+) -> None:
+    """Download a model's safetensors weights into the local Hugging Face cache, for offline use."""
+    from lasagna_core.priors import pull_model
+
+    path = pull_model(model_id, controlnet=controlnet)
+    stdout.print(str(path))
 
 
 def main() -> None:

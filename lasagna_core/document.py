@@ -495,7 +495,10 @@ def _umask() -> int:
 
 
 def check_output(output: Path, inputs: Sequence[Path], *, overwrite_input: bool = False) -> None:
-    """Refuse an output that would replace one of the inputs unless the user said so explicitly."""
+    """Refuse an output that would replace one of the inputs unless the user said so explicitly, or that
+    can't be written at all; cheap, so callers run it before any long work."""
+    if not output.parent.is_dir():
+        raise OutputError(f"{output.parent}: output folder does not exist")
     for source in inputs:
         if output.exists() and source.exists() and output.resolve() == source.resolve() and not overwrite_input:
             raise OutputError(f"{output}: refusing to overwrite the input; choose another -o or pass --overwrite-input")

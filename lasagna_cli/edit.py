@@ -1,0 +1,102 @@
+"""`lasagna shade` and `lasagna colorize`: one command body, two default templates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from lasagna_core.document import DEFAULT_MAX_PIXELS
+
+from .console import notice, print_json, stderr, user_errors
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def make_edit_command(default_template: str, summary: str) -> Callable[..., None]:
+    """Build a Typer command whose only difference from its siblings is the default template."""
+
+    def command(
+        input: Path = typer.Argument(..., help="Image or PSD/PSB to edit (never overwritten)."),
+        prompt: str = typer.Option(..., "--prompt", "-p", help="What the edit should do, e.g. 'light from the left'."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="PSD to write (default: INPUT.lasagna.psd beside the input)."),
+        template: str = typer.Option(default_template, "--template", "-t", help="Built-in template name (see `lasagna templates`) or a .toml file."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Diffusion prior: hub id, local folder or .safetensors file (default: the template's)."),
+        controlnet: Optional[str] = typer.Option(None, "--controlnet", help="ControlNet conditioned on the base (hub id or folder), e.g. a relighting adapter."),
+        layer: Optional[str] = typer.Option(None, "--layer", "-l", help="PSD layer (name or Group/Name) to use as the base; new layers are clipped to it."),
+        mask: Optional[Path] = typer.Option(None, "--mask", help="Image whose alpha (or gray) confines the edit."),
+        steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimisation steps (default: the template's)."),
+        guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale (default: the template's)."),
+        seed: int = typer.Option(0, "--seed", help="Random seed: same seed, inputs and device give the same layer."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+        precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16."),
+        variations: int = typer.Option(1, "--variations", "-k", min=1, help="Make K alternative layer sets (seeds SEED..SEED+K-1); all but the first hidden."),
+        preview: Optional[Path] = typer.Option(None, "--preview", help="Folder for PNG snapshots of the composite during optimisation."),
+        preview_every: int = typer.Option(50, "--preview-every", min=1, help="Steps between --preview snapshots."),
+        overwrite_input: bool = typer.Option(False, "--overwrite-input", help="Allow -o to name the input file itself."),
+        max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Refuse documents with more pixels than this."),
+        json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
+    ) -> None:
+        with user_errors():
+            _check_choice("--device", device.split(":")[0], DEVICES)
+            _check_choice("--precision", precision, PRECISIONS)
+            from lasagna_core.pipeline import EditRequest, run_edit
+
+            request = EditRequest(
+                input=input, prompt=prompt, template=template, output=output, model=model, controlnet=controlnet,
+                layer=layer, mask=mask, steps=steps, guidance=guidance, seed=seed, device=device, precision=precision,
+                variations=variations, preview_dir=preview, preview_every=preview_every, max_pixels=max_pixels,
+                overwrite_input=overwrite_input,
+            )
+            with _progress() as on_progress:
+                result = run_edit(request, on_progress=on_progress, on_notice=notice)
+            if json_output:
+                print_json({"output": str(result.output), "sidecar": str(result.sidecar),
+                            "seconds": round(result.seconds, 3), **result.record})
+            else:
+                names = ", ".join(f"{l['name']} ({l['blend_mode']})" for l in result.record["layers"])
+                stderr.print(f"wrote {result.output}: {names} in {result.seconds:.1f} s")
+
+    command.__doc__ = summary
+    return command
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    from lasagna_core.errors import UsageError
+
+    if value not in choices:
+        raise UsageError(f"{option} must be one of {', '.join(choices)}, not '{value}'")
+
+
+class _progress:
+    """A rich progress bar (step, loss, ETA) on a TTY; nothing at all in pipes and logs."""
+
+    def __enter__(self) -> Callable[[Any, int, int], None] | None:
+        if not stderr.is_terminal:
+            self.bar = None
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=stderr, transient=True,
+        )
+        self.bar.__enter__()
+        self.task = None
+        return self.update
+
+    def update(self, info: Any, index: int, variations: int) -> None:
+        assert self.bar is not None
+        if self.task is None or info.step == 1:
+            label = "distilling" if variations == 1 else f"variation {index + 1}/{variations}"
+            self.task = self.bar.add_task(label, total=info.steps, loss="-")
+        redraw = info.step % 10 == 0 or info.step == info.steps
+        loss = f"{info.loss.item():.3g}" if redraw else self.bar.tasks[self.task].fields["loss"]  # .item() syncs: rarely
+        self.bar.update(self.task, completed=info.step, loss=loss)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)

@@ -1,0 +1,1 @@
+"""Built-in edit templates (TOML); installed as the `lasagna_templates` package."""
