@@ -576,6 +576,7 @@ def _add_layer(psd: Any, node: PixelNode, anchor: Any | None) -> Any:
         opacity=round(node.opacity * 255),
         blend_mode=PsdBlendMode[node.blend_mode.name],
     )
+    layer.name = node.name  # the setter also writes the Unicode name block that psd-tools' constructor omits
     layer.visible = node.visible
     if anchor is not None:
         parent = anchor.parent

@@ -17,12 +17,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked `gimp` skip where GIMP is missing; CI sets LASAGNA_REQUIRE_GIMP=1 so there they fail instead."""
     if item.get_closest_marker("gimp") is None:
         return
-    from tests.gimp import gimp_available
+    from tests.gimp import gimp_available, gimp_unavailable_reason
 
     if not gimp_available():
         if os.environ.get("LASAGNA_REQUIRE_GIMP"):
-            pytest.fail("LASAGNA_REQUIRE_GIMP is set but GIMP is not installed")
-        pytest.skip("GIMP is not installed (apt-get install gimp)")
+            pytest.fail(f"LASAGNA_REQUIRE_GIMP is set but {gimp_unavailable_reason()}")
+        pytest.skip(gimp_unavailable_reason())
 
 
 def photoshop(name: str) -> Path:
