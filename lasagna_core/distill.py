@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .blend import blend
+from .errors import DistillationError
 from .generator import LayerGenerator, LayerOutput
 from .priors.base import Condition, Prior
 from .templates import DistillSettings, LayerSpec
@@ -52,6 +53,11 @@ def neutral_distance(specs: Sequence[LayerSpec], outputs: Sequence[LayerOutput],
     return total
 
 
+CHECK_EVERY = 25
+"""Steps between finiteness checks: each check waits for the device, so not every step."""
+MAX_RESTARTS = 3
+
+
 def distill(
     base: Tensor,
     specs: Sequence[LayerSpec],
@@ -63,14 +69,22 @@ def distill(
     mask: Tensor | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
 ) -> LayerGenerator:
-    """Train a fresh generator for `base` [1, 3, h, w] (the prior's working size) and return it."""
+    """Train a fresh generator for `base` [1, 3, h, w] (the prior's working size) and return it.
+
+    Every CHECK_EVERY steps the loss and weights are checked for NaN/Inf; on divergence the generator goes
+    back to the last good check and carries on at half the learning rate, at most MAX_RESTARTS times.
+    """
     device = base.device
     torch.manual_seed(seed)
     generator = LayerGenerator(specs).to(device)
     noise = torch.Generator(device=device).manual_seed(seed)
-    optimiser = torch.optim.Adam(generator.parameters(), lr=settings.learning_rate)
+    learning_rate = settings.learning_rate
+    optimiser = torch.optim.Adam(generator.parameters(), lr=learning_rate)
     t_range = (settings.t_min, settings.t_max)
-    for step in range(1, settings.steps + 1):
+    good_step, good_weights, restarts = 0, _copy(generator), 0
+    step = 0
+    while step < settings.steps:
+        step += 1
         outputs = generator(base)
         composite = compose(base, specs, outputs, mask)
         sds = prior.sds_loss(
@@ -81,6 +95,30 @@ def distill(
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        if step % CHECK_EVERY == 0 or step == settings.steps:
+            if _finite(loss, generator):
+                good_step, good_weights = step, _copy(generator)
+            else:
+                restarts += 1
+                if restarts > MAX_RESTARTS:
+                    raise DistillationError(
+                        f"the optimisation diverged (NaN/Inf) {restarts} times, even at learning rate {learning_rate:.2g}; "
+                        "try a lower --guidance, or check the model"
+                    )
+                learning_rate /= 2
+                generator.load_state_dict(good_weights)
+                optimiser = torch.optim.Adam(generator.parameters(), lr=learning_rate)
+                step = good_step
+                continue
         if on_step is not None:
             on_step(StepInfo(step, settings.steps, loss.detach(), sds.detach(), regulariser.detach(), generator))
     return generator
+
+
+def _copy(generator: LayerGenerator) -> dict[str, Tensor]:
+    return {name: value.detach().clone() for name, value in generator.state_dict().items()}
+
+
+def _finite(loss: Tensor, generator: LayerGenerator) -> bool:
+    checks = [torch.isfinite(loss).all()] + [torch.isfinite(p).all() for p in generator.parameters()]
+    return bool(torch.stack(checks).all())

@@ -31,3 +31,7 @@ class UsageError(LasagnaError):
 
 class ModelError(LasagnaError):
     """A model that can't be loaded: path missing, files missing, not cached while offline, pickle-only."""
+
+
+class DistillationError(LasagnaError):
+    """The optimisation could not produce a usable layer (it kept diverging to NaN/Inf)."""

@@ -138,6 +138,41 @@ def test_sds_loss_falls_with_fixed_noise(tiny_model: Path) -> None:
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.05
 
 
+class _FlakyPrior(_TargetPrior):
+    """Returns NaN on the calls listed in `bad` (1-based), a real loss otherwise."""
+
+    def __init__(self, target: torch.Tensor, bad: set[int] | None = None):
+        super().__init__(target)
+        self.calls, self.bad = 0, bad
+
+    def sds_loss(self, image, cond, *, guidance, t_range=(0.02, 0.98), generator=None, samples=1):
+        self.calls += 1
+        loss = super().sds_loss(image, cond, guidance=guidance)
+        return loss * float("nan") if self.bad is None or self.calls in self.bad else loss
+
+
+def test_divergence_rolls_back_and_halves_the_learning_rate() -> None:
+    spec = load_template("shade")
+    base = torch.rand(1, 3, 16, 16)
+    prior = _FlakyPrior(base * 0.5, bad={30})
+    steps_seen: list[int] = []
+    generator = distill(base, spec.layers, prior, Condition("", "", torch.zeros(1)),
+                        DistillSettings(steps=60, noise_samples=1), seed=0, on_step=lambda i: steps_seen.append(i.step))
+    assert all(torch.isfinite(p).all() for p in generator.parameters())
+    assert steps_seen[-1] == 60 and steps_seen.count(26) == 2  # steps 26..50 were redone after the NaN at 30
+    assert prior.calls == 60 + 25
+
+
+def test_endless_divergence_fails_cleanly() -> None:
+    from lasagna_core.errors import DistillationError
+
+    spec = load_template("shade")
+    base = torch.rand(1, 3, 16, 16)
+    with pytest.raises(DistillationError, match="diverged"):
+        distill(base, spec.layers, _FlakyPrior(base), Condition("", "", torch.zeros(1)),
+                DistillSettings(steps=30, noise_samples=1), seed=0)
+
+
 # ------------------------------------------------------------------------------------------ full size
 
 
