@@ -110,7 +110,7 @@ def test_loop_trains_the_generator_towards_what_the_prior_wants() -> None:
     generator = distill(base, spec.layers, _TargetPrior(target), Condition("", "", torch.zeros(1)), settings,
                         seed=0, on_step=lambda info: losses.append(float(info.sds)))
     assert losses[-1] < 0.2 * losses[0]
-    shadows = generator(base)[0].color[0, 0]
+    shadows = generator(base)[0].color[0, 0].detach()
     assert float(shadows[:, :8].mean()) < float(shadows[:, -8:].mean()) - 0.3
 
 
