@@ -233,16 +233,19 @@ def _shadow_layer(height: int, width: int) -> PixelNode:
 
 def _layer_signature(layer) -> tuple:
     pixels = layer.numpy() if layer.has_pixels() else None
+    mask = (layer.mask.bbox, layer.numpy("mask").tobytes()) if layer.has_mask() and layer.mask.bbox[2] > layer.mask.bbox[0] else None
     return (layer.name, layer.kind, layer.blend_mode, layer.opacity, layer.visible, layer.bbox, layer.clipping,
-            None if pixels is None else pixels.tobytes())
+            None if pixels is None else pixels.tobytes(), mask, layer.parent.name if layer.parent is not None else None)
 
 
-def test_round_trip_keeps_every_original_layer(tmp_path: Path) -> None:
-    source = EXAMPLE_PSD
+@pytest.mark.parametrize("name", ["still-life", "2layers.psd", "clipping-mask.psd", "mask.psd", "empty-layer.psd", "16bit5x5.psd"])
+def test_round_trip_keeps_every_original_layer(tmp_path: Path, name: str) -> None:
+    source = EXAMPLE_PSD if name == "still-life" else photoshop(name)
     doc = load(source)
     out = save_psd(doc, [_shadow_layer(doc.height, doc.width)], tmp_path / "out.psd", record={"prompt": "p"})
     before, after = PSDImage.open(source), PSDImage.open(out)
-    assert [_layer_signature(l) for l in before.descendants()] == [_layer_signature(l) for l in list(after.descendants())[:-1]]
+    kept = [_layer_signature(l) for l in list(after.descendants())[:-1]]
+    assert [_layer_signature(l) for l in before.descendants()] == kept
     new = list(after)[-1]
     assert (new.name, new.blend_mode.name, new.opacity, new.bbox) == ("Shadows", "MULTIPLY", 204, (0, 0, doc.width, doc.height))
     assert json.loads((tmp_path / "out.psd.json").read_text()) == {"prompt": "p"}
