@@ -179,10 +179,10 @@ def _load_psd(path: Path, *, layer: str | None, max_pixels: int) -> Document:
     check_pixel_limit(path, header.width, header.height, max_pixels)
     _refuse_unsupported_psd(path, header)
     psd = open_psd(path, max_pixels=max_pixels)
-    if layer is not None:
-        return _document_from_layer(path, psd, header, layer)
     notices: list[str] = []
-    if psd.has_preview():
+    if layer is not None:
+        color, alpha = _placed_layer(psd, header, layer)
+    elif psd.has_preview():
         merged = psd.numpy()  # Photoshop's own merged image: exact, unlike any re-composite
         color, alpha = _split_channels(np.ascontiguousarray(merged.transpose(2, 0, 1), dtype=np.float32))
     else:
@@ -197,6 +197,7 @@ def _load_psd(path: Path, *, layer: str | None, max_pixels: int) -> Document:
         depth=header.depth,
         base=_as_rgb(color),
         alpha=_drop_opaque(alpha),
+        base_layer=layer,
         notices=notices,
     )
 
@@ -214,7 +215,8 @@ def _refuse_unsupported_psd(path: Path, header: PsdHeader) -> None:
         )
 
 
-def _document_from_layer(path: Path, psd: Any, header: PsdHeader, name: str) -> Document:
+def _placed_layer(psd: Any, header: PsdHeader, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The --layer layer's pixels (colour, coverage) placed at its offset in a canvas-sized array."""
     layer = find_layer(psd, name)
     node = _to_node(layer, psd.size)
     if not isinstance(node, PixelNode):
@@ -226,17 +228,7 @@ def _document_from_layer(path: Path, psd: Any, header: PsdHeader, name: str) -> 
         raise UsageError(f"--layer '{name}' lies entirely outside the canvas")
     color[(slice(None), *dst)] = node.color[(slice(None), *src)]
     alpha[(slice(None), *dst)] = 1.0 if node.alpha is None else node.alpha[(slice(None), *src)]
-    return Document(
-        path=path,
-        kind="psd",
-        width=header.width,
-        height=header.height,
-        color_mode=header.mode,
-        depth=header.depth,
-        base=_as_rgb(color),
-        alpha=_drop_opaque(alpha),
-        base_layer=name,
-    )
+    return color, alpha
 
 
 def find_layer(psd: Any, name: str) -> Any:
