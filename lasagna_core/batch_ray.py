@@ -1,0 +1,145 @@
+"""`lasagna batch --ray [ADDRESS]`: the files of a batch as tasks on a Ray cluster.
+
+Optional: Ray is imported only here, and only when `--ray` is given (`pip install 'lasagna[ray]'`).
+
+- no address: $RAY_ADDRESS when it is set (as inside a Ray job), else a new local Ray instance, shut down at
+  the end; `auto` joins the cluster already running on this machine; anything else is passed to `ray.init`.
+- one task per file; one GPU per task when the cluster has GPUs, else `cpus_per_task` CPUs (and as many
+  torch threads). A Ray worker process keeps its prior between tasks (`batch.ray_task`), so the model is
+  loaded once per worker process, not once per file.
+- paths are sent as given: on a multi-node cluster IN, OUT and the model must be on storage every node sees.
+- at most two tasks per slot are in flight, so `--fail-fast`, a model that can't load, or Ctrl-C stop the
+  run promptly; on SIGINT/SIGTERM the running tasks are cancelled (each removes what it had written).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import batch
+from .errors import UsageError
+
+CANCEL_WAIT_S = 20.0
+
+
+def run_on_ray(
+    run: Any,
+    todo: Sequence[batch.WorkItem],
+    config: batch.EditConfig,
+    *,
+    address: str,
+    cpus_per_task: int = 1,
+    reinstall_signals: Callable[[], None] = lambda: None,
+) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--ray needs Ray, which is not installed: pip install 'lasagna[ray]'") from None
+    if cpus_per_task < 1:
+        raise UsageError("--ray-cpus must be at least 1")
+
+    local = not address and not os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+    if local:
+        kwargs.update(address="local", include_dashboard=False)
+    else:
+        kwargs["address"] = address or None
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"--ray {address or os.environ.get('RAY_ADDRESS', '')}: can't start or reach Ray ({reason})") from None
+    reinstall_signals()  # ray.init installs its own SIGTERM handler in the driver
+    try:
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        if gpus:
+            options: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1}
+            device, threads, slots = "cuda", max(1, cpus_per_task), gpus
+        else:
+            options = {"num_cpus": cpus_per_task}
+            device, threads = "cpu", cpus_per_task
+            slots = max(1, int(resources.get("CPU", 1)) // cpus_per_task)
+        # max_calls=0: reuse worker processes (Ray's default for GPU tasks is a fresh process per task,
+        # which would reload the model for every file).
+        task = ray.remote(max_calls=0, **options)(batch.ray_task)
+        run.summary.workers = [f"ray: {slots} x {'GPU' if gpus else f'{cpus_per_task} CPU'}"]
+        remote_config = _absolute_config(config)
+        _drive(ray, run, list(todo), lambda item: task.remote(_absolute_item(item), remote_config, device, threads),
+               window=2 * slots)
+    finally:
+        ray.shutdown()
+
+
+def _drive(ray: Any, run: Any, todo: list[batch.WorkItem], submit: Callable[[batch.WorkItem], Any], window: int) -> None:
+    pending = list(reversed(todo))
+    in_flight: dict[Any, batch.WorkItem] = {}
+    try:
+        while (pending and not run.stop) or in_flight:
+            while pending and not run.stop and len(in_flight) < window:
+                item = pending.pop()
+                in_flight[submit(item)] = item
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+            for ref in ready:
+                _collect(ray, run, ref, in_flight.pop(ref))
+    except batch.Interrupted:
+        for ref in in_flight:
+            ray.cancel(ref)  # raises KeyboardInterrupt in the task, which removes what it had written
+        ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=CANCEL_WAIT_S)
+        for ref in ready:
+            item = in_flight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception:
+                batch.discard_partial(_path(item))
+                continue
+            _report(run, result, item)  # it finished before the cancel reached it
+        for item in in_flight.values():
+            batch.discard_partial(_path(item))
+        raise
+
+
+def _absolute_item(item: batch.WorkItem) -> batch.WorkItem:
+    """Ray workers need not share our working folder: they get absolute paths (records keep the user's)."""
+    return replace(item, input=os.path.abspath(item.input), output=os.path.abspath(item.output))
+
+
+def _absolute_config(config: batch.EditConfig) -> batch.EditConfig:
+    """Local model folders, ControlNets and template files as absolute paths; hub ids and names unchanged."""
+    def absolute(value: str | None) -> str | None:
+        return os.path.abspath(value) if value and os.path.exists(value) else value
+
+    return replace(config, model=absolute(config.model), controlnet=absolute(config.controlnet),
+                   template=absolute(config.template) or config.template, vae=absolute(config.vae))
+
+
+def _collect(ray: Any, run: Any, ref: Any, item: batch.WorkItem) -> None:
+    try:
+        result = ray.get(ref)
+    except Exception as exc:  # the task's process died, or Ray could not run it
+        batch.discard_partial(_path(item))
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        run.emit(batch.record(item.input, item.output, "failed", f"Ray task failed: {reason}", 0.0, item.seed))
+        return
+    _report(run, result, item)
+
+
+def _report(run: Any, result: tuple[dict[str, Any], bool, int, list[str]], item: batch.WorkItem) -> None:
+    rec, fatal, loads, notices = result
+    rec.update(input=item.input, output=item.output)
+    run.summary.model_loads += loads
+    for text in notices:
+        run.notice(text)
+    run.emit(rec)
+    if fatal:
+        run.fatal()
+
+
+def _path(item: batch.WorkItem) -> Any:
+    from pathlib import Path
+
+    return Path(item.output)

@@ -1,0 +1,430 @@
+"""`lasagna batch`: discovery, output mapping, shards, prompts, resumability, isolation, signals, workers, Ray.
+
+Edits use the tiny Stable Diffusion from tests/tiny_sd.py, `--steps 2` and 32x48 images, so a whole batch
+costs about as much as loading the model. The signal tests run the real command in a subprocess and send it
+real signals mid-way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from psd_tools import PSDImage
+from typer.testing import CliRunner
+
+from lasagna_cli.app import app
+from lasagna_core.batch import BatchOptions, discover, output_complete, parse_shard, plan, read_prompts, shard_of
+from lasagna_core.errors import UsageError
+from tests.conftest import REPO, gradient_rgb, to_uint8
+from tests.tiny_sd import make_tiny_sd
+
+FAST = ["--steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+def picture(path: Path, seed: int = 0, height: int = 32, width: int = 48) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(gradient_rgb(height, width, seed=seed))).save(path)
+    return path
+
+
+def cli(*args: str, input: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), env={"NO_COLOR": "1"}, input=input)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def psds(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.psd"))
+
+
+def assert_clean(out: Path) -> None:
+    """Every PSD complete (sidecar there, both parse), no temporary file, no orphan sidecar."""
+    assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"
+    for psd in out.rglob("*.psd"):
+        assert output_complete(psd), psd
+        PSDImage.open(psd).numpy()
+    for sidecar in out.rglob("*.psd.json"):
+        assert sidecar.with_suffix("").exists(), sidecar
+
+
+def options(source: Path | str, out: Path, **kw) -> BatchOptions:
+    kw.setdefault("prompt", "light from the left")
+    return BatchOptions(template="shade", inputs=str(source), out=out, **kw)
+
+
+# ------------------------------------------------------------------------------------------ inputs and outputs
+
+
+def test_folder_walk_mirrors_relative_paths(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    for name in ["a.png", "b.JPG", "sub/c.psd", "sub/deeper/d.tif", ".hidden.png", ".cache/e.png", "notes.txt",
+                 "out/old.psd"]:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(b"x")
+    (src / "folder.png").mkdir()  # a directory named like an image: listed, so it gets its own error line
+    items = plan(options(src, src / "out"))  # OUT inside IN: our outputs are never taken as inputs
+    assert [(i.source.rel.as_posix(), i.output.relative_to(src / "out").as_posix()) for i in items] == [
+        ("a.png", "a.psd"), ("b.JPG", "b.psd"), ("folder.png", "folder.psd"), ("sub/c.psd", "sub/c.psd"),
+        ("sub/deeper/d.tif", "sub/deeper/d.psd"),
+    ]
+
+
+def test_glob_and_stdin_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ["shots/a/1.png", "shots/a/2.png", "shots/b/3.png", "shots/b/skip.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    found = discover("shots/**/*.png")
+    assert [s.rel.as_posix() for s in found] == ["a/1.png", "a/2.png", "b/3.png"]
+    # stdin: relative to the deepest folder all the paths share; blank lines and comments ignored
+    found = discover("-", stdin_paths=["shots/a/1.png", "", "# a comment", str(tmp_path / "shots/b/3.png"), "shots/a/1.png"])
+    assert [(str(s.path), s.rel.as_posix()) for s in found] == [
+        ("shots/a/1.png", "a/1.png"), (str(tmp_path / "shots/b/3.png"), "b/3.png")
+    ]
+    assert [s.rel.as_posix() for s in discover("-", stdin_paths=["shots/a/../b/3.png"])] == ["3.png"]
+    with pytest.raises(UsageError, match="no such file or folder"):
+        discover("nowhere")
+
+
+def test_outputs_never_escape_out_nor_overwrite_an_input(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    for name in ["a.png", "a.psd", "b.png", "b.jpg", "c.png", "link/d.png"]:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(b"x")
+    # OUT == IN: a.png -> a.psd is an input; a.psd -> a.psd is itself; b.png and b.jpg collide
+    errors = {i.source.rel.as_posix(): i.error for i in plan(options(src, src))}
+    assert "one of the inputs" in errors["a.png"] and "one of the inputs" in errors["a.psd"]
+    assert errors["b.jpg"] is None and "already writes" in errors["b.png"] and errors["c.png"] is None  # first in order wins
+    # a folder inside OUT that is a link to somewhere else
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (out / "link").symlink_to(tmp_path / "elsewhere")
+    errors = {i.source.rel.as_posix(): i.error for i in plan(options(src, out))}
+    assert "outside" in errors["link/d.png"]
+    from lasagna_core.batch import output_for
+    from lasagna_core.errors import OutputError
+
+    for rel in ["../x.png", "/etc/x.png", "a/../../x.png"]:
+        with pytest.raises(OutputError, match="outside"):
+            output_for(out, Path(rel))
+
+
+def test_shard_spec() -> None:
+    assert parse_shard("2/5") == (2, 5)
+    for bad in ["0/3", "4/3", "x/3", "3", "1/0", "-1/3"]:
+        with pytest.raises(UsageError, match="--shard"):
+            parse_shard(bad)
+
+
+@settings(max_examples=25, deadline=None)
+@given(names=st.lists(st.text("abcxyz/._-0123", min_size=1, max_size=12), max_size=40), count=st.integers(1, 6))
+def test_shards_are_disjoint_and_cover_everything(names: list[str], count: int) -> None:
+    keys = {n for n in names}
+    owners = {key: shard_of(key, count) for key in keys}
+    assert all(1 <= k <= count for k in owners.values())
+    parts = [{key for key in keys if shard_of(key, count) == k} for k in range(1, count + 1)]
+    assert set().union(*parts) == keys and sum(len(p) for p in parts) == len(keys)
+    assert owners == {key: shard_of(key, count) for key in sorted(keys, reverse=True)}  # order never matters
+
+
+def test_shard_plans_partition_a_folder(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    for i in range(40):
+        (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 3}" / f"f{i}.png").write_bytes(b"x")
+    (src / "f1.jpg").write_bytes(b"x")  # would collide with nothing; d*/ keeps names apart
+    everything = {i.source.rel for i in plan(options(src, tmp_path / "out"))}
+    for n in (1, 2, 3, 7):
+        shards = [{i.source.rel for i in plan(options(src, tmp_path / "out", shard=(k, n)))} for k in range(1, n + 1)]
+        assert set().union(*shards) == everything
+        assert sum(len(s) for s in shards) == len(everything)
+
+
+def test_colliding_inputs_share_a_shard(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ["same.png", "same.jpg", "same.tif"]:
+        (src / name).write_bytes(b"x")
+    for k in (1, 2, 3, 4, 5):
+        items = plan(options(src, tmp_path / "out", shard=(k, 5)))
+        assert len(items) in (0, 3)  # all three or none: exactly one of them may write same.psd
+
+
+# ------------------------------------------------------------------------------------------ prompts
+
+
+def test_prompts_files(tmp_path: Path) -> None:
+    csv_file = tmp_path / "p.csv"
+    csv_file.write_text('\ufeffinput,prompt,seed\na.png,"light, from the left",7\n./sub/b.png,rim light,\n')
+    assert set(read_prompts(csv_file)) == {"a.png", "sub/b.png"}  # BOM, header and ./ handled
+    assert (read_prompts(csv_file)["a.png"].prompt, read_prompts(csv_file)["a.png"].seed) == ("light, from the left", 7)
+    assert read_prompts(csv_file)["sub/b.png"].seed is None
+    headerless = tmp_path / "p2.csv"
+    headerless.write_text("a.png,warm light\n")
+    assert read_prompts(headerless)["a.png"].prompt == "warm light"
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"input": "a.png", "prompt": "x", "seed": 3}\n\n{"input": "b.png", "prompt": "y"}\n')
+    assert {k: (v.prompt, v.seed) for k, v in read_prompts(jsonl).items()} == {"a.png": ("x", 3), "b.png": ("y", None)}
+    for text, message in [('{"input": "a.png"}\n', "expected"), ("{nope\n", "not valid JSON"),
+                          ('{"input": "a.png", "prompt": "x", "seed": "many"}\n', "whole number"),
+                          ('{"input": "a.png", "prompt": "x"}\n{"input": "./a.png", "prompt": "y"}\n', "listed twice")]:
+        jsonl.write_text(text)
+        with pytest.raises(UsageError, match=message):
+            read_prompts(jsonl)
+    with pytest.raises(UsageError, match="can't read"):
+        read_prompts(tmp_path / "missing.csv")
+
+
+def test_per_file_prompts_and_seeds(tiny_model: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    for i, name in enumerate(["a.png", "sub/b.png", "c.png"]):
+        picture(src / name, seed=i)
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("input,prompt,seed\na.png,light from the top,11\nsub/b.png,rim light,\nghost.png,nobody,\n")
+    out = tmp_path / "out"
+    code, stdout, stderr = cli("batch", "shade", str(src), str(out), "--prompts", str(prompts), "-m", str(tiny_model),
+                               "--seed", "5", "--json", *FAST)
+    assert code == 1, stderr  # c.png has no prompt: no --prompt fallback was given
+    records = {Path(r["input"]).name: r for r in map(json.loads, stdout.splitlines())}
+    assert (records["a.png"]["status"], records["a.png"]["seed"]) == ("ok", 11)
+    assert (records["b.png"]["status"], records["b.png"]["seed"]) == ("ok", 5)
+    assert records["c.png"]["status"] == "failed" and "no prompt" in records["c.png"]["error"]
+    assert json.loads((out / "a.psd.json").read_text())["prompt"] == "light from the top"
+    assert json.loads((out / "sub/b.psd.json").read_text())["seed"] == 5
+    assert "1 entry in" in stderr and "ghost.png" in stderr  # a prompt for a file that isn't there is flagged
+    code, stdout, _ = cli("batch", "shade", str(src), str(out), "--prompts", str(prompts), "-p", "fallback",
+                          "-m", str(tiny_model), "--json", *FAST)
+    assert code == 0 and json.loads((out / "c.psd.json").read_text())["prompt"] == "fallback"
+
+
+# ------------------------------------------------------------------------------------------ the acceptance run
+
+
+def test_twenty_files_three_broken_then_rerun(tiny_model: Path, tmp_path: Path) -> None:
+    src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "results.jsonl"
+    for i in range(17):
+        picture(src / ("sub" if i % 3 == 0 else "") / f"img{i:02d}.png", seed=i)
+    (src / "zero.png").write_bytes(b"")
+    (src / "truncated.png").write_bytes((src / "img01.png").read_bytes()[:60])
+    (src / "text.jpg").write_text("not a picture")
+    args = ["batch", "shade", str(src), str(out), "-p", "light from the left", "-m", str(tiny_model), *FAST,
+            "--log", str(log), "--json"]
+    code, stdout, stderr = cli(*args)
+    assert code == 1, stderr
+    first = read_log(log)
+    assert [json.loads(line) for line in stdout.splitlines()] == first  # --json: the same line per file
+    assert len(first) == 20 and {tuple(sorted(r)) for r in first} == {("error", "input", "output", "seconds", "seed", "status")}
+    assert sorted(r["status"] for r in first).count("ok") == 17
+    failed = {Path(r["input"]).name: r["error"] for r in first if r["status"] == "failed"}
+    assert set(failed) == {"zero.png", "truncated.png", "text.jpg"}
+    assert "empty file" in failed["zero.png"] and "damaged" in failed["truncated.png"]
+    assert len(psds(out)) == 17 and "sub/img00.psd" in psds(out)
+    assert not (out / "zero.psd").exists() and not (out / "truncated.psd.json").exists()
+    assert_clean(out)
+    for name in failed:  # one line each on stderr, no traceback
+        assert sum(name in line and line.startswith("failed") for line in stderr.splitlines()) == 1
+    assert "Traceback" not in stderr and "model loaded 1x" in stderr
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+
+    code, stdout, stderr = cli(*args)
+    assert code == 1
+    again = read_log(log)
+    assert sorted(r["status"] for r in again).count("skipped") == 17
+    assert {Path(r["input"]).name: r["error"] for r in again if r["status"] == "failed"} == failed
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps  # nothing redone, nothing touched
+    assert "model loaded 0x" in stderr  # only broken files were left, and they fail before needing the model
+
+
+def test_incomplete_outputs_are_redone(tiny_model: Path, tmp_path: Path) -> None:
+    src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "log.jsonl"
+    for i in range(4):
+        picture(src / f"p{i}.png", seed=i)
+    args = ["batch", "shade", str(src), str(out), "-p", "x", "-m", str(tiny_model), *FAST, "--log", str(log)]
+    assert cli(*args)[0] == 0
+    (out / "p0.psd.json").unlink()  # sidecar missing
+    (out / "p1.psd").write_bytes((out / "p1.psd").read_bytes()[:500])  # PSD damaged
+    (out / "p2.psd.json").write_text("{")  # sidecar damaged
+    (out / "p3.psd").unlink()  # only the sidecar left
+    assert cli(*args)[0] == 0
+    assert {Path(r["input"]).name: r["status"] for r in read_log(log)} == {
+        "p0.png": "ok", "p1.png": "ok", "p2.png": "ok", "p3.png": "ok"
+    }
+    assert cli(*args)[0] == 0 and {r["status"] for r in read_log(log)} == {"skipped"}
+    assert_clean(out)
+    assert cli(*args, "--no-skip-existing")[0] == 0
+    assert {r["status"] for r in read_log(log)} == {"ok"}
+
+
+def test_fail_fast_stops_at_the_first_failure(tiny_model: Path, tmp_path: Path) -> None:
+    src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "log.jsonl"
+    (src / "a-broken.png").parent.mkdir(parents=True)
+    (src / "a-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    for i in range(3):
+        picture(src / f"b{i}.png", seed=i)
+    code, _, stderr = cli("batch", "shade", str(src), str(out), "-p", "x", "-m", str(tiny_model), *FAST,
+                          "--log", str(log), "--fail-fast")
+    assert code == 1 and [r["status"] for r in read_log(log)] == ["failed"]
+    assert "not attempted" in stderr and "--fail-fast" in stderr and psds(out) == []
+
+
+def test_nan_during_optimisation_fails_that_file_only(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prior that turns NaN for one prompt: that file fails with the engine's DistillationError, no PSD of NaN."""
+    import lasagna_core.pipeline as pipeline
+
+    real_load = pipeline.load_prior
+
+    def load_prior(*args, **kwargs):
+        prior = real_load(*args, **kwargs)
+        sds_loss = prior.sds_loss
+
+        def poisoned(image, cond, **kw):
+            loss = sds_loss(image, cond, **kw)
+            return loss * float("nan") if "explode" in cond.prompt else loss
+
+        prior.sds_loss = poisoned
+        return prior
+
+    monkeypatch.setattr(pipeline, "load_prior", load_prior)
+    src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "log.jsonl"
+    for name in ["a.png", "b.png", "c.png"]:
+        picture(src / name)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"input": "b.png", "prompt": "explode"}\n')
+    code, _, stderr = cli("batch", "shade", str(src), str(out), "-p", "light", "--prompts", str(prompts),
+                          "-m", str(tiny_model), *FAST, "--log", str(log))
+    assert code == 1
+    status = {Path(r["input"]).name: (r["status"], r["error"]) for r in read_log(log)}
+    assert status["a.png"] == ("ok", None) and status["c.png"] == ("ok", None)
+    assert status["b.png"][0] == "failed" and "diverged" in status["b.png"][1]
+    assert psds(out) == ["a.psd", "c.psd"] and "Traceback" not in stderr
+
+
+def test_usage_errors_exit_2(tiny_model: Path, tmp_path: Path) -> None:
+    picture(tmp_path / "in" / "a.png")
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    (tmp_path / "file").write_text("x")
+    bad_prompts = tmp_path / "p.jsonl"
+    bad_prompts.write_text("{oops\n")
+    cases = [
+        (["batch", "shade", src, out], "--prompt"),
+        (["batch", "nope", src, out, "-p", "x"], "unknown template 'nope'"),
+        (["batch", "shade", str(tmp_path / "missing"), out, "-p", "x"], "no such file or folder"),
+        (["batch", "shade", src, out, "-p", "x", "--shard", "3/2"], "--shard"),
+        (["batch", "shade", src, out, "-p", "x", "--devices", "tpu"], "Unknown device"),
+        (["batch", "shade", src, out, "-p", "x", "--devices", "cpu,,cpu"], "--devices"),
+        (["batch", "shade", src, out, "-p", "x", "--ray", "--devices", "cpu,cpu"], "don't go together"),
+        (["batch", "shade", src, str(tmp_path / "file"), "-p", "x"], "OUT must be a folder"),
+        (["batch", "shade", src, out, "--prompts", str(bad_prompts)], "not valid JSON"),
+        (["batch", "shade", src, out, "-p", "   "], "--prompt is empty"),
+    ]
+    for args, message in cases:
+        code, _, stderr = cli(*args, "-m", str(tiny_model))
+        lines = stderr.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and message in lines[0], (args, stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_takes_an_optional_address() -> None:
+    from lasagna_cli.batch import ray_flag_without_value as rewrite
+
+    assert rewrite(["shade", "in", "out", "--ray"]) == ["shade", "in", "out", "--ray="]
+    assert rewrite(["--ray", "shade", "in", "out"]) == ["--ray=", "shade", "in", "out"]
+    assert rewrite(["shade", "in", "out", "--ray", "--json"]) == ["shade", "in", "out", "--ray=", "--json"]
+    for address in ("auto", "local", "10.0.0.5:6379", "ray://head:10001"):
+        assert rewrite(["shade", "in", "out", "--ray", address]) == ["shade", "in", "out", "--ray", address]
+    assert rewrite(["--ray=auto"]) == ["--ray=auto"]
+
+
+def test_stdin_list_and_quiet_output(tiny_model: Path, tmp_path: Path) -> None:
+    a, b = picture(tmp_path / "x" / "a.png"), picture(tmp_path / "y" / "z" / "b.png", seed=1)
+    out = tmp_path / "out"
+    code, stdout, stderr = cli("batch", "shade", "-", str(out), "-p", "x", "-m", str(tiny_model), *FAST, "-q",
+                               input=f"{a}\n{b}\n")
+    assert code == 0, stderr
+    assert psds(out) == ["x/a.psd", "y/z/b.psd"] and stdout == ""
+    assert not any(line.startswith("ok ") for line in stderr.splitlines()) and "total" in stderr  # quiet: no per-file lines, the summary only
+
+
+# ------------------------------------------------------------------------------------------ signals and workers
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("NO_COLOR", None)  # stderr is a pipe here: no colour, no bar, whatever NO_COLOR says
+    return subprocess.Popen([sys.executable, "-m", "lasagna_cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_oks(proc: subprocess.Popen, log: Path, count: int, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the batch ended before it could be interrupted: {proc.communicate()}")
+        if log.exists() and sum('"status": "ok"' in line for line in log.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("the batch made no progress")
+
+
+@pytest.mark.parametrize("signum,devices", [(signal.SIGINT, "cpu"), (signal.SIGTERM, "cpu,cpu")], ids=["sigint", "sigterm-2-workers"])
+def test_signal_mid_batch_then_rerun_finishes(tiny_model: Path, tmp_path: Path, signum: int, devices: str) -> None:
+    src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "log.jsonl"
+    for i in range(6):
+        picture(src / ("sub" if i % 2 else "") / f"f{i}.png", seed=i)
+    args = ["batch", "shade", str(src), str(out), "-p", "light", "-m", str(tiny_model), "--log", str(log), "--devices", devices]
+    proc = _start([*args, "--steps", "8"], tmp_path)  # slow enough per file to be stopped in the middle of one
+    _wait_for_oks(proc, log, 2)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, stderr
+    assert f"stopped by {signal.Signals(signum).name}" in stderr and "Traceback" not in stderr
+    assert "\x1b[" not in stderr  # not a terminal: no colour codes, no progress bar
+    if devices == "cpu,cpu":
+        assert "workers: cpu, cpu" in stderr and ("model loaded 1x" in stderr or "model loaded 2x" in stderr)
+    done = [r for r in read_log(log) if r["status"] == "ok"]
+    assert 2 <= len(done) < 6 and len(psds(out)) == len(done)
+    assert_clean(out)  # the file in progress left nothing: no PSD, no sidecar, no temporary file
+
+    code, _, stderr = cli(*args, *FAST)
+    assert code == 0, stderr
+    statuses = [r["status"] for r in read_log(log)]
+    assert statuses.count("skipped") == len(done) and statuses.count("ok") == 6 - len(done)
+    assert len(psds(out)) == 6
+    assert_clean(out)
+
+
+def test_ray_local_instance(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'lasagna[ray]'")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "log.jsonl"
+    for i in range(4):
+        picture(src / f"r{i}.png", seed=i)
+    (src / "broken.png").write_bytes(b"broken")
+    code, _, stderr = cli("batch", "shade", str(src), str(out), "-p", "x", "-m", str(tiny_model), *FAST,
+                          "--log", str(log), "--ray")
+    assert code == 1, stderr
+    assert sorted(r["status"] for r in read_log(log)) == ["failed", "ok", "ok", "ok", "ok"]
+    assert psds(out) == [f"r{i}.psd" for i in range(4)]
+    assert_clean(out)
+    loads = int(stderr.split("model loaded ")[1].split("x")[0])
+    assert "workers: ray:" in stderr and 1 <= loads <= 2  # once per Ray worker process (2 CPUs here), not per file
