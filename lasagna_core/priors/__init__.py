@@ -37,11 +37,17 @@ def load_prior(
     device: str = "auto",
     precision: str = "auto",
     config: str | None = None,
+    vae: str | None = None,
+    fast_encoder: str | None = None,
+    low_memory: bool = False,
 ) -> Prior:
     """The prior for `model`: a diffusers folder, a hub id in the HF cache, or a single .safetensors checkpoint.
 
     `device` and `precision` are the CLI strings (see runtime.py). `config` is only for single-file
     checkpoints: a diffusers folder or cached hub id describing the checkpoint's architecture.
+    `vae` (a TAESD-style AutoencoderTiny folder or hub id) and `fast_encoder="half"` are cheaper gradient
+    paths through the encoder, `low_memory` trades speed for GPU memory (StableDiffusionPrior); the built-in
+    pixel-space prior has no encoder and ignores `low_memory`.
     Raises UsageError for a bad device/precision and ModelError for a model that can't be loaded.
     """
     from lasagna_core.runtime import resolve_device, resolve_dtype
@@ -49,11 +55,22 @@ def load_prior(
     _quiet_model_libraries()
     dev = resolve_device(device)
     dtype = resolve_dtype(precision, dev)
-    # Dispatch on what `model` is. Every source today is a Stable Diffusion architecture; other families
-    # (e.g. a future bundled "builtin" prior) get their own branch here, before the SD fallback.
+    # Dispatch on what `model` is: "builtin" (the weights shipped in the package) or a file written by
+    # `lasagna train builtin` is the built-in pixel-space prior; everything else is Stable Diffusion.
+    from lasagna_core.priors import builtin
+
+    if builtin.is_builtin_name(model) or builtin.is_builtin_file(Path(model).expanduser()):
+        if controlnet:
+            raise ModelError("--controlnet needs a Stable Diffusion model; the built-in prior has no ControlNet.")
+        if vae or fast_encoder:
+            raise ModelError("--vae and --fast-encoder need a Stable Diffusion model; the built-in prior has no encoder.")
+        return builtin.BuiltinPrior.load(model, device=dev, dtype=dtype)
     from lasagna_core.priors.stable_diffusion import StableDiffusionPrior
 
-    return StableDiffusionPrior.load(model, controlnet=controlnet, device=dev, dtype=dtype, config=config)
+    return StableDiffusionPrior.load(
+        model, controlnet=controlnet, device=dev, dtype=dtype, config=config,
+        vae=vae, fast_encoder=fast_encoder, low_memory=low_memory,
+    )
 
 
 def _quiet_model_libraries() -> None:

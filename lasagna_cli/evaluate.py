@@ -1,0 +1,84 @@
+"""`lasagna eval`: Lasagna against the unedited base and direct generation on a held-out relighting split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .console import guarded, print_json, stderr, stdout
+
+
+@guarded
+def eval_command(
+    data: Path = typer.Option(..., "--data", "-d", help="Folder with manifest.jsonl; its `test` split is evaluated."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Evaluate a fixed, seeded sample of N test cases (default: all)."),
+    out: list[Path] = typer.Option([], "--out", "-o", help="Write the results: .json (every case) or .md (the table). Repeatable."),
+    model: str = typer.Option("builtin", "--model", "-m", help="Prior to distil from and sample (default: the built-in prior)."),
+    template: str = typer.Option("shade", "--template", "-t", help="Edit template whose layers Lasagna distils."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Distillation steps (default: the template's)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="SDS guidance (default: the template's)."),
+    direct_steps: int = typer.Option(50, "--direct-steps", min=1, help="DDIM steps of the direct-generation baseline."),
+    direct_guidance: float = typer.Option(3.0, "--direct-guidance", min=0.0, help="Guidance of the direct-generation baseline."),
+    photos: list[Path] = typer.Option([], "--photo", help="Also measure direction accuracy on this photo (no ground truth). Repeatable."),
+    skimage_photos: bool = typer.Option(False, "--skimage-photos", help="Also use scikit-image's bundled sample photos (pip install 'lasagna[eval]')."),
+    pictures: Optional[Path] = typer.Option(None, "--pictures", help="Folder for contact sheets (base | GT | Lasagna | direct) to look at."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the case sample, the distillation and the sampler."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
+) -> None:
+    """Measure relighting quality: PSNR/SSIM vs ground truth, chroma drift, edge similarity, direction accuracy."""
+    from lasagna_core.evaluate import evaluate, markdown_table, photo_directions, write_report
+
+    progress = _Progress()
+    report = evaluate(
+        data, model=model, template=template, limit=limit, seed=seed, steps=steps, guidance=guidance,
+        direct_steps=direct_steps, direct_guidance=direct_guidance, device=device, pictures=pictures,
+        on_progress=progress,
+    )
+    named = [(p.stem, _load(p)) for p in photos] + (_skimage_photos() if skimage_photos else [])
+    if named:
+        report.photos = photo_directions(named, model=model, template=template, seed=seed, device=device,
+                                         pictures=None if pictures is None else pictures / "photos", on_progress=progress)
+    for path in out:
+        write_report(report, path)
+        stderr.print(f"wrote {path}")
+    if json_output:
+        print_json({k: v for k, v in report.to_json().items() if k != "results"})
+    else:
+        stdout.print(markdown_table(report), markup=False, highlight=False, soft_wrap=True)
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.last = ""
+
+    def __call__(self, done: int, total: int, method: str) -> None:
+        if stderr.is_terminal or done == total or done % 20 == 0:
+            stderr.print(f"eval: {method} {done}/{total}", soft_wrap=True)
+
+
+def _load(path: Path) -> Any:
+    from lasagna_core.document import load
+
+    return load(path).base
+
+
+def _skimage_photos() -> list[tuple[str, Any]]:
+    from lasagna_core.errors import UsageError
+
+    try:
+        from skimage import data as skdata
+    except ImportError:
+        raise UsageError("--skimage-photos needs scikit-image: pip install 'lasagna[eval]'") from None
+    import numpy as np
+
+    named = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        try:
+            image = getattr(skdata, name)()
+        except Exception:  # noqa: BLE001 - a sample that needs a download (offline) is skipped
+            continue
+        named.append((name, np.ascontiguousarray(image.astype(np.float32).transpose(2, 0, 1) / 255.0)))
+    return named

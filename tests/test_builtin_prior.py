@@ -1,0 +1,163 @@
+"""The built-in pixel-space relighting prior: file format, SHA-256 check, the SDS interface, prompt parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lasagna_core.errors import ModelError, UsageError
+from lasagna_core.priors import load_prior
+from lasagna_core.priors import builtin
+from lasagna_core.priors.builtin import BuiltinPrior, save_weights
+from tests.relight_data import tiny_unet
+
+SIZE = 16
+DIRS = ["left", "right", "top", "bottom"]
+
+
+def _one_line(e: pytest.ExceptionInfo) -> str:
+    text = str(e.value)
+    assert text and "\n" not in text and "Traceback" not in text
+    return text
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    unet = builtin.new_unet(tiny_unet(SIZE, len(DIRS)))
+    path = tmp_path_factory.mktemp("builtin") / "prior.safetensors"
+    return save_weights(unet, path, directions=DIRS, scheduler_config=builtin.default_scheduler_config(), training={"steps": 0})
+
+
+@pytest.fixture(scope="module")
+def prior(weights) -> BuiltinPrior:
+    p = load_prior(str(weights), device="cpu")
+    assert isinstance(p, BuiltinPrior)
+    return p
+
+
+def test_round_trip_keeps_weights_directions_and_checksum(weights, prior, tmp_path):
+    assert weights.with_name(weights.name + ".sha256").read_text().split()[0] == builtin.sha256_of(weights)
+    assert prior.directions == DIRS and prior.null_class == len(DIRS) and prior.resolution == SIZE
+    again = prior.save(tmp_path / "again.safetensors")
+    other = BuiltinPrior.load(str(again))
+    for (k, a), (_, b) in zip(prior.unet.state_dict().items(), other.unet.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert other.training == {"steps": 0}
+    assert builtin.is_builtin_file(again) and not builtin.is_builtin_file(tmp_path / "missing.safetensors")
+
+
+def test_damaged_file_is_refused_with_one_line(weights, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte inside a tensor
+    bad.write_bytes(bytes(data))
+    (tmp_path / "bad.safetensors.sha256").write_text(weights.with_name(weights.name + ".sha256").read_text())
+    with pytest.raises(ModelError) as e:
+        load_prior(str(bad), device="cpu")
+    assert "damaged" in _one_line(e) and "SHA-256" in str(e.value)
+
+
+def test_truncated_file_without_checksum_is_refused_with_one_line(weights, tmp_path):
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelError) as e:
+        BuiltinPrior.load(str(cut))
+    _one_line(e)
+
+
+def test_shipped_weights_need_their_checksum(monkeypatch, weights, tmp_path):
+    copy = tmp_path / "builtin.safetensors"
+    copy.write_bytes(weights.read_bytes())
+    monkeypatch.setattr(builtin, "shipped_weights", lambda: copy)
+    with pytest.raises(ModelError) as e:
+        load_prior("builtin", device="cpu")
+    assert "SHA-256" in _one_line(e)
+    builtin.write_sha256(copy)
+    assert isinstance(load_prior("builtin", device="cpu"), BuiltinPrior)
+    copy.write_bytes(copy.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(ModelError) as e:
+        load_prior("builtin", device="cpu")
+    assert "damaged" in _one_line(e) and "reinstall" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "prompt, direction",
+    [("light from the left", "left"), ("lit from the right side", "right"), ("sun overhead", "top"), ("uplit", "bottom")],
+)
+def test_condition_parses_the_prompt(prior, prompt, direction):
+    cond = prior.condition(prompt, torch.rand(1, 3, SIZE, SIZE))
+    assert cond.embeddings.tolist() == [prior.null_class, DIRS.index(direction)]
+    assert cond.hint is not None and cond.hint.shape == (1, 3, SIZE, SIZE)
+
+
+def test_unparseable_or_untrained_prompt_gives_one_line(prior):
+    with pytest.raises(UsageError) as e:
+        prior.condition("make it pretty", torch.rand(1, 3, SIZE, SIZE))
+    assert "left" in _one_line(e)
+    with pytest.raises(UsageError) as e:
+        prior.condition("backlit", torch.rand(1, 3, SIZE, SIZE))  # a direction this tiny model wasn't trained on
+    assert "back" in _one_line(e)
+
+
+def test_sds_gradient_reaches_the_image_only_and_is_seeded(prior):
+    base = torch.rand(1, 3, SIZE, SIZE)
+    cond = prior.condition("light from the left", base)
+    image = base.clone().requires_grad_(True)
+    loss = prior.sds_loss(image, cond, guidance=7.5, generator=torch.Generator().manual_seed(0), samples=3)
+    loss.backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in prior.unet.parameters())
+    again = prior.sds_loss(base, cond, guidance=7.5, generator=torch.Generator().manual_seed(0), samples=3)
+    assert torch.allclose(loss.detach(), again)
+    # samples=k is the same loss as the image repeated k times
+    rep = prior.sds_loss(base.repeat_interleave(3, 0), cond, guidance=7.5, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(loss.detach(), rep, rtol=1e-4)
+
+
+def test_working_size_keeps_aspect_and_multiples(prior):
+    h, w = prior.working_size(1024, 512)
+    assert h == SIZE and w % prior.multiple == 0 and w < h
+
+
+def test_direct_sampling_gives_images(prior):
+    out = prior.sample(torch.rand(2, 3, SIZE, SIZE), ["left", "top"], steps=3, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, SIZE, SIZE) and 0 <= out.min() and out.max() <= 1
+
+
+def test_controlnet_with_builtin_is_refused(weights):
+    with pytest.raises(ModelError):
+        load_prior(str(weights), controlnet="somewhere", device="cpu")
+
+
+def test_shade_command_runs_with_a_builtin_model_file(weights, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from lasagna_cli.app import app
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).uniform(0, 1, (40, 56, 3)) * 255).astype(np.uint8)).save(photo)
+    out = tmp_path / "photo.psd"
+    result = CliRunner().invoke(app, ["shade", str(photo), "-p", "light from the left", "--model", str(weights),
+                                      "--steps", "2", "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+    bad = CliRunner().invoke(app, ["shade", str(photo), "-p", "make it nice", "--model", str(weights), "--steps", "2",
+                                   "-o", str(tmp_path / "x.psd"), "--device", "cpu"])
+    assert bad.exit_code == 2 and "light direction" in bad.output
+
+
+def test_shipped_weights_load_and_are_the_shade_default():
+    from lasagna_core.templates import load_template
+
+    prior = load_prior("builtin", device="cpu")
+    assert isinstance(prior, BuiltinPrior) and prior.resolution == 32
+    assert set(prior.directions) == {"left", "right", "top", "bottom", "top-left", "top-right", "bottom-left",
+                                     "bottom-right", "front", "back"}
+    assert builtin.shipped_weights().stat().st_size <= 20 * 1024 * 1024
+    assert prior.training.get("finished") is True
+    assert load_template("shade").model == "builtin" and load_template("shade-divide").model == "builtin"

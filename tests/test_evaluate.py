@@ -1,0 +1,109 @@
+"""`lasagna eval`: the metrics on hand-made cases, and the runner end to end on a tiny prior."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lasagna_cli.app import app
+from lasagna_core.evaluate import (
+    chroma_drift,
+    chroma_drift_equal_lightness,
+    components,
+    direction_correlation,
+    edge_similarity,
+    evaluate,
+    markdown_table,
+    psnr,
+    report_from_json,
+    srgb_to_lab,
+    ssim,
+    write_report,
+)
+from lasagna_core.priors import builtin
+from tests.relight_data import make_manifest, tiny_unet
+
+
+def _disc(size: int = 24, offset: int = 0) -> np.ndarray:
+    ys, xs = np.mgrid[0:size, 0:size]
+    return ((xs - size / 2 - offset) ** 2 + (ys - size / 2) ** 2 < (size / 5) ** 2).astype(np.float32)
+
+
+def test_lab_of_known_colours():
+    lab = srgb_to_lab(np.array([[[1.0]], [[1.0]], [[1.0]]]))[:, 0, 0]
+    assert lab == pytest.approx([100.0, 0.0, 0.0], abs=0.05)
+    red = srgb_to_lab(np.array([[[1.0]], [[0.0]], [[0.0]]]))[:, 0, 0]
+    assert red == pytest.approx([53.24, 80.09, 67.20], abs=0.1)
+
+
+def test_psnr_ssim_chroma_edges():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.2, 0.8, (3, 24, 24))
+    assert psnr(a, a) == float("inf") and ssim(a, a) == pytest.approx(1.0)
+    assert psnr(a, a + 0.1) == pytest.approx(20.0, abs=0.01)
+    assert ssim(a, rng.uniform(0, 1, a.shape)) < 0.3
+    # plain Lab a*b* shrink when a colour darkens; at equal lightness a gray shading change is ~free, a hue swap is not
+    assert chroma_drift(a * 0.7, a) > 3.0
+    assert chroma_drift_equal_lightness(a * 0.7, a) < 0.5 < 10 < chroma_drift_equal_lightness(a[[1, 2, 0]], a)
+    assert edge_similarity(a * 0.8, a) > 0.95 and edge_similarity(np.full_like(a, 0.5) + 0.01 * rng.uniform(size=a.shape), a) < 0.5
+
+
+def test_components_and_direction_correlation():
+    two = np.maximum(_disc(32, -8), _disc(32, 8))
+    labels = components(two > 0)
+    assert labels.max() == 2
+    base = np.full((3, 32, 32), 0.5)
+    xs = np.mgrid[0:32, 0:32][1].astype(float)
+    # light from the left: each object brighter on its left side (relative to its own centre)
+    lit = base * (1.0 - 0.02 * (xs - np.where(xs < 16, 8, 24)))[None]
+    assert direction_correlation(lit, base, two, (-1.0, 0.0)) > 0.9
+    assert direction_correlation(lit, base, two, (1.0, 0.0)) < -0.9
+    assert direction_correlation(lit, base, two, (0.0, 0.0)) is None
+    assert direction_correlation(base, base, two, (-1.0, 0.0)) == 0.0  # no change is not "right"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("eval")
+    data = make_manifest(root / "data", scenes=3, size=16, directions=("left", "right", "front"))
+    torch.manual_seed(0)
+    unet = builtin.new_unet(tiny_unet(16, 3))
+    weights = builtin.save_weights(unet, root / "p.safetensors", directions=["left", "right", "front"],
+                                   scheduler_config=builtin.default_scheduler_config())
+    return data, weights
+
+
+def test_eval_runner_reports_every_method(setup, tmp_path):
+    data, weights = setup
+    report = evaluate(data, model=str(weights), limit=3, steps=3, direct_steps=2, pictures=tmp_path / "pics")
+    assert report.cases == 3 and set(report.summary) == {"base", "lasagna", "direct", "ground truth"}
+    assert report.summary["base"]["chroma_drift"] == 0.0 and report.summary["base"]["direction_accuracy"] is None
+    assert report.summary["ground truth"]["direction_accuracy"] == 1.0  # the metric agrees with the renders
+    assert report.summary["base"]["psnr"] < 60
+    assert report.skipped_direction == {"front": 1} and report.direction_cases == 2
+    assert list((tmp_path / "pics").glob("cases-*.png"))
+    md = write_report(report, tmp_path / "r.md").read_text()
+    assert "| lasagna |" in md and "front" in md
+    js = json.loads(write_report(report, tmp_path / "r.json").read_text())
+    assert len(js["results"]) == 12
+    assert markdown_table(report).count("\n|") >= 5
+    assert "\\|ΔL*\\|" in markdown_table(report)  # pipes inside headers are escaped
+    again = report_from_json(tmp_path / "r.json")
+    assert again.summary["lasagna"]["psnr"] == pytest.approx(report.summary["lasagna"]["psnr"])
+    assert 0.0 <= again.summary["lasagna"]["visible_direction_accuracy"] <= report.summary["lasagna"]["direction_accuracy"]
+
+
+def test_eval_command(setup, tmp_path):
+    data, weights = setup
+    out = tmp_path / "results.json"
+    result = CliRunner().invoke(app, ["eval", "--data", str(data), "--model", str(weights), "--limit", "2", "--steps", "2",
+                                      "--direct-steps", "2", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["cases"] == 2 and out.is_file()
+    missing = CliRunner().invoke(app, ["eval", "--data", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2
