@@ -10,8 +10,12 @@ import typer
 from lasagna_core import __version__
 from lasagna_core.document import DEFAULT_MAX_PIXELS
 
+from .batch import BatchCommand, batch_command
 from .console import guarded, notice, print_json, stderr, stdout
+from .dataset import dataset_app
 from .edit import make_edit_command
+from .evaluate import eval_command
+from .train import train_app
 
 app = typer.Typer(
     name="lasagna",
@@ -97,6 +101,7 @@ def flatten(
 
 app.command("shade")(make_edit_command("shade", "Distil shading into a Multiply (shadows) and a Screen (light) layer."))
 app.command("colorize")(make_edit_command("colorize", "Distil colour into a Normal layer with alpha (or Multiply flats with -t colorize-multiply)."))
+app.command("batch", cls=BatchCommand)(batch_command)
 
 
 @app.command()
@@ -123,6 +128,9 @@ def templates(
 
 models = typer.Typer(help="Download and manage diffusion priors.", no_args_is_help=True)
 app.add_typer(models, name="models")
+app.add_typer(train_app, name="train")
+app.command("eval")(eval_command)
+app.add_typer(dataset_app, name="dataset")
 
 
 @models.command("pull")

@@ -39,6 +39,9 @@ def make_edit_command(default_template: str, summary: str) -> Callable[..., None
         overwrite_input: bool = typer.Option(False, "--overwrite-input", help="Allow -o to name the input file itself."),
         max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Refuse documents with more pixels than this."),
         json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
+        low_memory: bool = typer.Option(False, "--low-memory", help="Use less GPU memory, a little slower: encoder gradient checkpointing, VAE decoder and text encoder kept off the GPU (SD models)."),
+        fast_encoder: bool = typer.Option(False, "--fast-encoder", help="Encode the composite at half size for the gradient (a quarter of the encoder work or less, blurrier latents; SD models)."),
+        vae: Optional[str] = typer.Option(None, "--vae", help="A tiny autoencoder (diffusers AutoencoderTiny folder or hub id, e.g. madebyollin/taesd) for the gradient path (SD models)."),
     ) -> None:
         with user_errors():
             _check_choice("--device", device.split(":")[0], DEVICES)
@@ -49,7 +52,8 @@ def make_edit_command(default_template: str, summary: str) -> Callable[..., None
                 input=input, prompt=prompt, template=template, output=output, model=model, controlnet=controlnet,
                 layer=layer, mask=mask, steps=steps, guidance=guidance, seed=seed, device=device, precision=precision,
                 variations=variations, preview_dir=preview, preview_every=preview_every, max_pixels=max_pixels,
-                overwrite_input=overwrite_input,
+                overwrite_input=overwrite_input, low_memory=low_memory, fast_encoder="half" if fast_encoder else None,
+                vae=vae,
             )
             with _progress() as on_progress:
                 result = run_edit(request, on_progress=on_progress, on_notice=notice)

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import struct
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
-
-from .errors import DocumentError, ImageTooLargeError, OutputError, UnsupportedDocumentError, UsageError
+from .errors import DocumentError, ImageTooLargeError, LasagnaError, OutputError, UnsupportedDocumentError, UsageError
 from .layers import BlendMode, GroupNode, Node, PixelNode
 
 DEFAULT_MAX_PIXELS = 150_000_000
@@ -28,7 +28,28 @@ DEFAULT_MAX_PIXELS = 150_000_000
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 PSD_SUFFIXES = (".psd", ".psb")
 
+if TYPE_CHECKING:
+    import numpy as np
+else:
+
+    class _LazyNumpy:
+        """numpy on first use: `lasagna --help`, `--version` and `templates` import this module (for its
+        constants) but never touch a pixel, and numpy is half of their start-up time."""
+
+        def __getattr__(self, name: str) -> Any:
+            import numpy
+
+            globals()["np"] = numpy
+            return getattr(numpy, name)
+
+    np = _LazyNumpy()
+
 _PSD_MODES = {0: "bitmap", 1: "grayscale", 2: "indexed", 3: "rgb", 4: "cmyk", 7: "multichannel", 8: "duotone", 9: "lab"}
+
+# psd-tools logs what it skips in a damaged file ("Invalid signature", "Failed to read tagged block"); with no
+# handler Python would print those on stderr, beside Lasagna's own one-line error. Applications that
+# configure logging still get them.
+logging.getLogger("psd_tools").addHandler(logging.NullHandler())
 
 
 @dataclass
@@ -174,7 +195,36 @@ def _group_mask(layer: Any, size: tuple[int, int]) -> np.ndarray | None:
     return _layer_mask(layer, (0, 0, width, height))
 
 
+@contextlib.contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """psd-tools decodes pixels (merged image, layers, masks) after `open` succeeded: damage found there is
+    still one DocumentError, never a raw ValueError/struct.error/IndexError from inside the library. A channel
+    psd-tools can't decompress (it would warn on stderr and paint it black) is damage too."""
+    try:
+        from psd_tools.compression import PSDDecompressionWarning
+    except ImportError:  # older psd-tools: no such warning
+        PSDDecompressionWarning = None  # type: ignore[assignment,misc]  # noqa: N806
+    with warnings.catch_warnings():
+        if PSDDecompressionWarning is not None:
+            warnings.simplefilter("error", PSDDecompressionWarning)
+        try:
+            yield
+        except LasagnaError:
+            raise
+        except MemoryError:
+            raise ImageTooLargeError(f"{path.name}: not enough memory to decode this document") from None
+        except Exception as exc:
+            if PSDDecompressionWarning is not None and isinstance(exc, PSDDecompressionWarning):
+                raise DocumentError(f"{path.name}: damaged Photoshop document (pixel data that can't be decompressed)") from None
+            raise DocumentError(f"{path.name}: damaged or truncated Photoshop document ({_reason(exc)})") from None
+
+
 def _load_psd(path: Path, *, layer: str | None, max_pixels: int) -> Document:
+    with _decoding(path):
+        return _read_psd(path, layer=layer, max_pixels=max_pixels)
+
+
+def _read_psd(path: Path, *, layer: str | None, max_pixels: int) -> Document:
     header = read_psd_header(path)
     check_pixel_limit(path, header.width, header.height, max_pixels)
     _refuse_unsupported_psd(path, header)
@@ -381,9 +431,10 @@ def flatten_layers(
     header = read_psd_header(path)
     check_pixel_limit(path, header.width, header.height, max_pixels)
     _refuse_unsupported_psd(path, header)
-    psd = open_psd(path, max_pixels=max_pixels)
-    color, alpha = _composite_to_numpy(read_layer_tree(psd), header.height, header.width)
-    return _as_rgb(color), alpha, _unrendered(psd)
+    with _decoding(path):
+        psd = open_psd(path, max_pixels=max_pixels)
+        color, alpha = _composite_to_numpy(read_layer_tree(psd), header.height, header.width)
+        return _as_rgb(color), alpha, _unrendered(psd)
 
 
 def _unrendered(psd: Any) -> list[str]:
@@ -405,18 +456,19 @@ def describe(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
     path = _readable_file(path)
     if _sniff(path) == "psd":
         header = read_psd_header(path)
-        psd = open_psd(path, max_pixels=max_pixels)
-        return {
-            "path": str(path),
-            "format": "psb" if header.version == 2 else "psd",
-            "width": header.width,
-            "height": header.height,
-            "mode": header.mode,
-            "depth": header.depth,
-            "channels": header.channels,
-            "has_merged_image": bool(psd.has_preview()),
-            "layers": [_describe_layer(layer) for layer in reversed(list(psd))],
-        }
+        with _decoding(path):
+            psd = open_psd(path, max_pixels=max_pixels)
+            return {
+                "path": str(path),
+                "format": "psb" if header.version == 2 else "psd",
+                "width": header.width,
+                "height": header.height,
+                "mode": header.mode,
+                "depth": header.depth,
+                "channels": header.channels,
+                "has_merged_image": bool(psd.has_preview()),
+                "layers": [_describe_layer(layer) for layer in reversed(list(psd))],
+            }
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None
@@ -515,12 +567,14 @@ def save_psd(
     psd = _open_for_writing(doc)
     _refuse_channel_mismatch(doc, new_layers)
     anchor = find_layer(psd, doc.base_layer) if doc.base_layer else None
-    added = []
+    added, stored = [], []
     for node in new_layers:
-        added.append(_add_layer(psd, node, anchor))
+        quantised = _quantised(node, psd.depth)
+        added.append(_add_layer(psd, node, anchor, quantised))
+        stored.append(_as_stored(node, quantised, psd.depth))
         if anchor is not None:
             anchor = added[-1]
-    color, alpha = _merged_after_edit(doc, psd, added)
+    color, alpha = _merged_after_edit(doc, psd, stored)
     psd._record.image_data.set_data(  # psd-tools' save() would re-render with its own compositor
         _encode_merged(psd, color, alpha), psd._record.header
     )
@@ -554,14 +608,47 @@ def _refuse_channel_mismatch(doc: Document, new_layers: Sequence[PixelNode]) -> 
         )
 
 
-def _add_layer(psd: Any, node: PixelNode, anchor: Any | None) -> Any:
+def _quantised(node: PixelNode, depth: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(colour, alpha) as the integers the file stores, rounded exactly as psd-tools rounds (rint(clip(x) * max)):
+    one or two bytes a sample instead of four, so an 8192 px layer costs 64 MB a plane, not 256."""
+    top, kind = (65535.0, np.uint16) if depth == 16 else (255.0, np.uint8)
+
+    def quantise(plane: np.ndarray) -> np.ndarray:
+        out = np.clip(plane, 0.0, 1.0).astype(np.float32, copy=False)
+        np.multiply(out, np.float32(top), out=out)
+        np.rint(out, out=out)
+        return out.astype(kind)
+
+    return quantise(node.color), None if node.alpha is None else quantise(node.alpha)
+
+
+def _as_stored(node: PixelNode, quantised: tuple[np.ndarray, np.ndarray | None], depth: int) -> PixelNode:
+    """The layer as a reader of the written file sees it (values, opacity), without decoding it back: what the
+    merged image is composited from."""
+    top = np.float32(65535.0 if depth == 16 else 255.0)
+    color, alpha = quantised
+    return PixelNode(
+        name=node.name,
+        color=color.astype(np.float32) / top,
+        alpha=None if alpha is None else alpha.astype(np.float32) / top,
+        top=node.top,
+        left=node.left,
+        blend_mode=node.blend_mode,
+        opacity=round(node.opacity * 255) / 255.0,
+        visible=node.visible,
+        clipping=node.clipping,
+    )
+
+
+def _add_layer(psd: Any, node: PixelNode, anchor: Any | None, quantised: tuple[np.ndarray, np.ndarray | None]) -> Any:
     from psd_tools.constants import BlendMode as PsdBlendMode
 
     planes = 1 if psd.color_mode.name == "GRAYSCALE" else 3
-    color = node.color if node.color.shape[0] == planes else np.repeat(node.color, planes, axis=0)
-    pixels = color if node.alpha is None else np.concatenate([color, node.alpha])
+    color, alpha = quantised
+    color = color if color.shape[0] == planes else np.repeat(color, planes, axis=0)
+    pixels = color if alpha is None else np.concatenate([color, alpha])
     layer = psd.create_pixel_layer_from_array(
-        np.ascontiguousarray(np.clip(pixels, 0.0, 1.0).transpose(1, 2, 0)),
+        np.ascontiguousarray(pixels.transpose(1, 2, 0)),
         name=node.name,
         top=node.top,
         left=node.left,
@@ -577,15 +664,86 @@ def _add_layer(psd: Any, node: PixelNode, anchor: Any | None) -> Any:
     return layer
 
 
-def _merged_after_edit(doc: Document, psd: Any, added: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The new merged image: the added top layers, read back as stored, over Photoshop's own merged image when
-    there is one (exact for everything below); otherwise, and for layers clipped inside the stack, the whole
-    tree re-composited."""
+def _merged_after_edit(doc: Document, psd: Any, stored: Sequence[PixelNode]) -> tuple[np.ndarray, np.ndarray]:
+    """The new merged image: the added top layers, as stored, over Photoshop's own merged image when there is
+    one (exact for everything below; it is the document's base, already decoded by `load`); otherwise, and
+    for layers clipped inside the stack, the whole tree re-composited.
+
+    Only what changed is composited: the new layers over the stored merged image, in strips of rows (every
+    blend mode is per pixel), so an 8192 px document needs a few hundred MB here rather than gigabytes."""
     if doc.base_layer is None and doc.kind == "psd" and psd.has_preview():
-        below_color, below_alpha = _split_channels(np.ascontiguousarray(psd.numpy().transpose(2, 0, 1), dtype=np.float32))
-        stored = [_to_node(layer, psd.size) for layer in added]
-        return _composite_to_numpy([PixelNode("merged", below_color, below_alpha), *stored], doc.height, doc.width)
+        if doc.alpha is None and all(_covers_canvas(node, doc) for node in stored):
+            return _blend_over_in_strips(doc.base, stored, doc.height, doc.width)
+        below = PixelNode("merged", doc.base, doc.alpha)
+        return _composite_in_strips([below, *stored], doc.height, doc.width)
     return _composite_to_numpy(read_layer_tree(psd), doc.height, doc.width)
+
+
+STRIP_PIXELS = 4_000_000
+"""Pixels per strip when compositing a flat stack of layers strip by strip (`_composite_in_strips`)."""
+
+
+def _composite_in_strips(nodes: Sequence[PixelNode], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """`blend.composite` of a flat list of pixel layers, one strip of rows at a time: the same numbers (every
+    formula is per pixel), with memory bounded by the strip instead of the document."""
+    rows = max(1, STRIP_PIXELS // max(width, 1))
+    if rows >= height:
+        return _composite_to_numpy(nodes, height, width)
+    color = np.empty((3, height, width), dtype=np.float32)
+    alpha = np.empty((1, height, width), dtype=np.float32)
+    for y0 in range(0, height, rows):
+        y1 = min(y0 + rows, height)
+        strip = [cropped for node in nodes if (cropped := _rows_of(node, y0, y1)) is not None]
+        c, a = _composite_to_numpy(strip, y1 - y0, width)
+        color[:, y0:y1], alpha[:, y0:y1] = c, a
+    return color, alpha
+
+
+def _covers_canvas(node: PixelNode, doc: Document) -> bool:
+    return (node.top, node.left) == (0, 0) and node.color.shape[1:] == (doc.height, doc.width) and not node.clipping
+
+
+def _blend_over_in_strips(base: np.ndarray, layers: Sequence[PixelNode], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Full-canvas layers over an opaque image with `blend.blend`, strip by strip: exactly what `blend.composite`
+    computes for that stack (it first draws the image onto a transparent canvas, which changes nothing when
+    the image is opaque), without that draw and without copying the whole canvas for every layer."""
+    import torch
+
+    from .blend import blend, to_tensor
+
+    rows = max(1, STRIP_PIXELS // max(width, 1))
+    color = np.empty((3, height, width), dtype=np.float32)
+    alpha = np.ones((1, height, width), dtype=np.float32)
+    visible = [node for node in layers if node.visible]
+    with torch.no_grad():
+        for y0 in range(0, height, rows):
+            y1 = min(y0 + rows, height)
+            c, a = to_tensor(base[:, y0:y1]), torch.ones(1, 1, y1 - y0, width)
+            for node in visible:
+                source_alpha = None if node.alpha is None else to_tensor(node.alpha[:, y0:y1])
+                c, a = blend(c, to_tensor(node.color[:, y0:y1]), node.blend_mode, source_alpha=source_alpha,
+                             opacity=node.opacity, backdrop_alpha=a)
+            color[:, y0:y1], alpha[:, y0:y1] = c[0].numpy(), a[0].numpy()
+    return color, alpha
+
+
+def _rows_of(node: PixelNode, y0: int, y1: int) -> PixelNode | None:
+    """The part of a placed layer that falls in document rows [y0, y1), placed in the strip's coordinates."""
+    h = node.color.shape[1]
+    a, b = max(y0 - node.top, 0), min(y1 - node.top, h)
+    if b <= a:
+        return None
+    return PixelNode(
+        name=node.name,
+        color=node.color[:, a:b],
+        alpha=None if node.alpha is None else node.alpha[:, a:b],
+        top=node.top + a - y0,
+        left=node.left,
+        blend_mode=node.blend_mode,
+        opacity=node.opacity,
+        visible=node.visible,
+        clipping=node.clipping,
+    )
 
 
 def _encode_merged(psd: Any, color: np.ndarray, alpha: np.ndarray) -> list[bytes]:

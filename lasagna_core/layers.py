@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: importing numpy would double `lasagna --help`'s start-up time
+    import numpy as np
 
 
 class BlendMode(str, Enum):

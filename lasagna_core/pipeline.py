@@ -20,7 +20,7 @@ from torch import Tensor
 from . import __version__
 from .distill import StepInfo, compose, distill
 from .document import DEFAULT_MAX_PIXELS, Document, check_output, load, save_png, save_psd
-from .errors import UsageError
+from .errors import DocumentError, UsageError
 from .generator import LayerOutput
 from .layers import PixelNode
 from .priors import load_prior
@@ -51,6 +51,9 @@ class EditRequest:
     preview_every: int = 50
     max_pixels: int = DEFAULT_MAX_PIXELS
     overwrite_input: bool = False
+    low_memory: bool = False  # SD: encoder gradient checkpointing, decoder and text encoder off the GPU
+    fast_encoder: str | None = None  # SD: "half" encodes at half size for the gradient path
+    vae: str | None = None  # SD: a TAESD-style AutoencoderTiny (folder or hub id) for the gradient path
 
 
 @dataclass
@@ -84,13 +87,15 @@ def run_edit(
     spec = load_template(request.template)
     settings = _settings(spec, request)
     doc = load(request.input, layer=request.layer, max_pixels=request.max_pixels)
+    if request.mask is None and doc.alpha is not None and not bool((doc.alpha > 0).any()):
+        raise DocumentError(f"{doc.path.name}: fully transparent, so there is nothing to edit")
     for text in doc.notices:
         if on_notice:
             on_notice(text)
     output = request.output or default_output(doc.path)
     check_output(output, [doc.path], overwrite_input=request.overwrite_input)  # before minutes of work, not after
     model = request.model or spec.model
-    prior = prior or load_prior(model, controlnet=request.controlnet, device=request.device, precision=request.precision)
+    prior = prior or load_prior_for(request, spec)
 
     device = prior.device
     base = torch.from_numpy(doc.base)[None].to(device)
@@ -112,6 +117,22 @@ def run_edit(
     record = _record(request, spec, settings, model, output, size, device)
     save_psd(doc, nodes, output, record=record, overwrite_input=request.overwrite_input)
     return EditResult(output, output.with_name(output.name + ".json"), time.perf_counter() - started, record)
+
+
+def load_prior_for(request: EditRequest, spec: EditSpec | None = None) -> Prior:
+    """The prior `run_edit` uses for `request`: its --model, else its template's default, on its device.
+
+    Callers that run many edits (batch workers) load it once with this and pass it to `run_edit(prior=)`."""
+    spec = spec or load_template(request.template)
+    speed: dict[str, Any] = {}  # only when asked: a prior family without these options keeps its signature
+    if request.low_memory:
+        speed["low_memory"] = True
+    if request.fast_encoder:
+        speed["fast_encoder"] = request.fast_encoder
+    if request.vae:
+        speed["vae"] = request.vae
+    return load_prior(request.model or spec.model, controlnet=request.controlnet, device=request.device,
+                      precision=request.precision, **speed)
 
 
 def _settings(spec: EditSpec, request: EditRequest) -> DistillSettings:
@@ -203,6 +224,9 @@ def _record(
         "negative_prompt": spec.negative_prompt,
         "model": model,
         "controlnet": request.controlnet,
+        "low_memory": request.low_memory,
+        "fast_encoder": request.fast_encoder,
+        "vae": request.vae,
         "base_layer": request.layer,
         "seed": request.seed,
         "variations": request.variations,

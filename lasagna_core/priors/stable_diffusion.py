@@ -41,6 +41,8 @@ COMPONENTS: dict[str, str | None] = {
     "scheduler": None,
 }
 CONTROLNET_WEIGHTS = "diffusion_pytorch_model"
+FAST_ENCODERS = (None, "half")
+"""Gradient paths cheaper than the full VAE encoder (see StableDiffusionPrior.encode)."""
 _HAS_ACCELERATE = importlib.util.find_spec("accelerate") is not None
 _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 # Errors the model libraries raise for a bad file (not for a bug in our code).
@@ -89,6 +91,9 @@ class StableDiffusionPrior(Prior):
         dtype: torch.dtype,
         controlnet_scale: float = 1.0,
         source: str = "",
+        low_memory: bool = False,
+        fast_encoder: str | None = None,
+        encoder_vae: Any | None = None,
     ) -> None:
         from diffusers import DDPMScheduler
 
@@ -98,7 +103,12 @@ class StableDiffusionPrior(Prior):
         self.source = source
         self.unet, self.vae, self.text_encoder, self.controlnet = unet, vae, text_encoder, controlnet
         self.tokenizer = tokenizer
-        for module in (unet, vae, text_encoder, controlnet):
+        if fast_encoder not in FAST_ENCODERS:
+            raise ValueError(f"fast_encoder must be one of {FAST_ENCODERS}, got {fast_encoder!r}")
+        self.fast_encoder = fast_encoder
+        self.encoder_vae = encoder_vae  # a TAESD-style AutoencoderTiny used for the gradient path, or None
+        self.low_memory = bool(low_memory)
+        for module in (unet, vae, text_encoder, controlnet, encoder_vae):
             if module is not None:
                 module.requires_grad_(False)
                 module.eval()
@@ -118,6 +128,12 @@ class StableDiffusionPrior(Prior):
         # Kept on the device so add_noise and w(t) never copy from the host inside sds_loss.
         self.alphas_cumprod = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
         self.scheduler.alphas_cumprod = self.alphas_cumprod
+        # The noising tables, once per prior rather than per step (the same `** 0.5` DDPMScheduler.add_noise uses).
+        self._sqrt_alpha_bar = self.alphas_cumprod**0.5
+        self._sqrt_one_minus_alpha_bar = (1 - self.alphas_cumprod) ** 0.5
+        self._cond_cache: tuple[Any, ...] | None = None  # (condition, batch, latent size, text, hint)
+        if self.low_memory:
+            self._enable_low_memory()
 
         vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
         self.vae_scale = vae_scale
@@ -140,6 +156,9 @@ class StableDiffusionPrior(Prior):
         device: torch.device | str,
         dtype: torch.dtype,
         config: str | None = None,
+        vae: str | None = None,
+        fast_encoder: str | None = None,
+        low_memory: bool = False,
     ) -> "StableDiffusionPrior":
         """Load from a diffusers folder, a cached hub id, or a single `.safetensors` checkpoint (see module doc).
 
@@ -153,7 +172,52 @@ class StableDiffusionPrior(Prior):
         else:
             parts = _load_folder(resolve_model_folder(model), dtype=dtype)
         cn = _load_controlnet(controlnet, dtype=dtype) if controlnet else None
-        return cls(**parts, controlnet=cn, device=torch.device(device), dtype=dtype, source=model)
+        tiny = _load_tiny_autoencoder(vae, dtype=dtype) if vae else None
+        return cls(
+            **parts, controlnet=cn, device=torch.device(device), dtype=dtype, source=model,
+            encoder_vae=tiny, fast_encoder=fast_encoder, low_memory=low_memory,
+        )
+
+    def _enable_low_memory(self) -> None:
+        """What `--low-memory` switches on: the encoder recomputes its activations in the backward pass
+        (gradient checkpointing) instead of storing them, the VAE encodes batches one image at a time, the
+        VAE decoder (SDS never decodes) leaves the device, and the text encoder stays on the CPU (it runs
+        once per run). Attention is left to PyTorch's scaled-dot-product kernels, whose flash and
+        memory-efficient paths never hold the full attention matrix: diffusers' attention slicing would
+        replace them with sliced plain matmuls that hold [heads/slices, N, N] and are slower."""
+        for vae in (self.vae, self.encoder_vae):
+            if vae is None:
+                continue
+            if getattr(vae, "_supports_gradient_checkpointing", False):
+                vae.enable_gradient_checkpointing()
+            if hasattr(vae, "enable_slicing"):
+                vae.enable_slicing()
+        if getattr(self.vae, "decoder", None) is not None:
+            self.vae.decoder.to("cpu")
+        self.text_encoder.to("cpu", torch.float32)  # half-precision CPU kernels are slow or missing
+
+    def encode(self, image: Tensor) -> Tensor:
+        """Scaled latents of `image` [B,3,h,w] in [0,1], float32, differentiable w.r.t. `image`.
+
+        The full VAE encoder by default (the posterior mean). `fast_encoder="half"` encodes the image at half
+        the size and upsamples the latent 2x (bilinear): a quarter of the pixels forward and backward (5-7x
+        faster at 512 px on a CPU, benchmarks/RESULTS.md), at the price of a blurrier latent. With `encoder_vae` (a TAESD-style AutoencoderTiny, whose latents
+        are already in the scaled space) the tiny encoder replaces the VAE's.
+        """
+        x = image.to(self.device, self.dtype) * 2 - 1
+        size = (x.shape[-2] // self.vae_scale, x.shape[-1] // self.vae_scale)
+        if self.fast_encoder == "half":
+            x = F.interpolate(x, scale_factor=0.5, mode="area")
+        if self.encoder_vae is not None:
+            cfg = self.encoder_vae.config
+            latents = self.encoder_vae.encode(x).latents
+            latents = (latents - float(getattr(cfg, "shift_factor", None) or 0.0)) * float(cfg.scaling_factor)
+        else:
+            latents = self.vae.encode(x).latent_dist.mean
+            latents = (latents - self.shift_factor) * self.scaling_factor
+        if tuple(latents.shape[-2:]) != size:
+            latents = F.interpolate(latents, size=size, mode="bilinear", align_corners=False)
+        return latents.float()
 
     # ------------------------------------------------------------------ the interface
 
@@ -168,11 +232,13 @@ class StableDiffusionPrior(Prior):
             truncation=True,
             return_tensors="pt",
         )
-        ids = tokens.input_ids.to(self.device)
+        text_device = self.text_encoder.device  # the CPU under low_memory
+        ids = tokens.input_ids.to(text_device)
         mask = None
         if getattr(self.text_encoder.config, "use_attention_mask", False):
-            mask = tokens.attention_mask.to(self.device)
+            mask = tokens.attention_mask.to(text_device)
         embeddings = self.text_encoder(ids, attention_mask=mask)[0]  # last hidden state [2, L, D]
+        embeddings = embeddings.to(self.device, self.dtype)
         hint = base.to(self.device, self.dtype) if self.controlnet is not None else None
         return Condition(prompt=prompt, negative_prompt=negative_prompt, embeddings=embeddings, hint=hint)
 
@@ -202,9 +268,7 @@ class StableDiffusionPrior(Prior):
             raise ValueError(f"samples must be >= 1, got {samples}")
 
         # Encode with gradient: the only part of the prior the graph passes through.
-        x = image.to(self.device, self.dtype) * 2 - 1
-        latents = self.vae.encode(x).latent_dist.mean
-        latents = ((latents - self.shift_factor) * self.scaling_factor).float()
+        latents = self.encode(image)
         if samples > 1:
             latents = latents.repeat_interleave(samples, dim=0)
         batch = latents.shape[0]
@@ -219,8 +283,11 @@ class StableDiffusionPrior(Prior):
         alpha_bar = self.alphas_cumprod[t].view(batch, 1, 1, 1)
 
         with torch.no_grad():
-            noisy = self.scheduler.add_noise(latents.detach(), noise, t)
-            pred = self._predict(noisy, t, cond, batch).float()
+            # DDPMScheduler.add_noise's formula, with its tables computed once instead of every step.
+            shape = (batch, 1, 1, 1)
+            noisy = self._sqrt_alpha_bar[t].view(shape) * latents.detach() + self._sqrt_one_minus_alpha_bar[t].view(shape) * noise
+            with torch.inference_mode():  # the frozen network: no autograd bookkeeping at all
+                pred = self._predict(noisy, t, cond, batch).float()
             if self.prediction_type == "v_prediction":
                 pred = v_to_epsilon(pred, torch.cat([noisy, noisy]), alpha_bar.repeat(2, 1, 1, 1))
             elif self.prediction_type == "sample":
@@ -234,25 +301,38 @@ class StableDiffusionPrior(Prior):
         """One batched network call for [uncond x batch, cond x batch]; returns the raw prediction [2B, ...]."""
         latent_in = torch.cat([noisy, noisy]).to(self.dtype)
         t_in = torch.cat([t, t])
-        text = cond.embeddings.to(self.device, self.dtype).repeat_interleave(batch, dim=0)
+        text, hint = self._condition_inputs(cond, batch, tuple(noisy.shape[-2:]))
         extra: dict[str, Any] = {}
         if self.controlnet is not None:
-            if cond.hint is None:
-                raise ValueError("this prior has a ControlNet but the condition has no hint; call prior.condition()")
-            hint = cond.hint.to(self.device, self.dtype)
-            size = (noisy.shape[-2] * self.vae_scale, noisy.shape[-1] * self.vae_scale)
-            if tuple(hint.shape[-2:]) != size:
-                hint = F.interpolate(hint, size=size, mode="bilinear", align_corners=False, antialias=True)
             down, mid = self.controlnet(
                 latent_in,
                 t_in,
                 encoder_hidden_states=text,
-                controlnet_cond=hint.expand(2 * batch, -1, -1, -1),
+                controlnet_cond=hint,
                 conditioning_scale=self.controlnet_scale,
                 return_dict=False,
             )
             extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         return self.unet(latent_in, t_in, encoder_hidden_states=text, return_dict=False, **extra)[0]
+
+    def _condition_inputs(self, cond: Condition, batch: int, latent_size: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
+        """The text embeddings repeated for the batch and the resized control hint: the same every step of a
+        run, so they are made once and reused while the condition, batch and size stay the same."""
+        cached = self._cond_cache
+        if cached is not None and cached[0] is cond and cached[1] == batch and cached[2] == latent_size:
+            return cached[3], cached[4]
+        text = cond.embeddings.to(self.device, self.dtype).repeat_interleave(batch, dim=0)
+        hint = None
+        if self.controlnet is not None:
+            if cond.hint is None:
+                raise ValueError("this prior has a ControlNet but the condition has no hint; call prior.condition()")
+            hint = cond.hint.to(self.device, self.dtype)
+            size = (latent_size[0] * self.vae_scale, latent_size[1] * self.vae_scale)
+            if tuple(hint.shape[-2:]) != size:
+                hint = F.interpolate(hint, size=size, mode="bilinear", align_corners=False, antialias=True)
+            hint = hint.expand(2 * batch, -1, -1, -1)
+        self._cond_cache = (cond, batch, latent_size, text, hint)
+        return text, hint
 
 
 # ---------------------------------------------------------------------- resolving what `model` names
@@ -421,6 +501,26 @@ def _load_controlnet(controlnet: str, *, dtype: torch.dtype) -> Any:
         )
     except _LOAD_ERRORS as e:
         raise ModelError(f"Could not load the ControlNet from '{folder}': {_first_line(e)}") from None
+
+
+def _load_tiny_autoencoder(vae: str, *, dtype: torch.dtype) -> Any:
+    """A TAESD-style `AutoencoderTiny` (diffusers folder or cached hub id, safetensors) for the fast gradient path."""
+    from diffusers import AutoencoderTiny
+
+    folder = resolve_model_folder(vae)
+    cfg = _read_json(folder / "config.json")
+    if cfg.get("_class_name") != "AutoencoderTiny":
+        raise ModelError(
+            f"--vae '{vae}' holds a {cfg.get('_class_name', 'unknown model')}; it must be a tiny autoencoder "
+            "(diffusers AutoencoderTiny, e.g. madebyollin/taesd for SD 1.x/2.x)."
+        )
+    variant = _weights_variant(folder, "diffusion_pytorch_model")
+    try:
+        return AutoencoderTiny.from_pretrained(
+            folder, torch_dtype=dtype, variant=variant, use_safetensors=True, local_files_only=True
+        )
+    except _LOAD_ERRORS as e:
+        raise ModelError(f"Could not load the tiny autoencoder from '{folder}': {_first_line(e)}") from None
 
 
 def _check_compatible(unet: Any, vae: Any, text_encoder: Any, controlnet: Any | None, source: str) -> None:
