@@ -49,7 +49,7 @@ def cli(*args: str) -> tuple[int, str, str]:
 # ------------------------------------------------------------------------------------------ generator
 
 
-@pytest.mark.parametrize("name", ["shade", "shade-divide", "colorize", "colorize-multiply"])
+@pytest.mark.parametrize("name", ["shade", "shade-divide", "shade-sd", "colorize", "colorize-multiply"])
 def test_generator_starts_at_neutral(name: str) -> None:
     spec = load_template(name)
     outputs = LayerGenerator(spec.layers)(torch.rand(1, 3, 32, 48))
@@ -331,6 +331,6 @@ def test_templates_command_lists_builtins() -> None:
     code, out, _ = cli("templates", "--json")
     assert code == 0
     names = {t["name"]: t for t in json.loads(out)}
-    assert {"shade", "shade-divide", "colorize", "colorize-multiply"} <= set(names)
+    assert {"shade", "shade-divide", "shade-sd", "colorize", "colorize-multiply"} <= set(names)
     assert [l["blend_mode"] for l in names["shade"]["layers"]] == ["multiply", "screen"]
     assert [l["blend_mode"] for l in names["shade-divide"]["layers"]] == ["multiply", "divide"]
