@@ -74,7 +74,7 @@ def batch_command(
 ) -> None:
     """Run one template over many files: resumable, one line per bad file, exit 0 all done / 1 any failed."""
     with user_errors():
-        from lasagna_core.batch import BatchOptions, parse_shard
+        from lasagna_core.batch import BatchOptions, EditConfig, parse_shard
         from lasagna_core.errors import UsageError
 
         from .edit import PRECISIONS, _check_choice
@@ -85,13 +85,16 @@ def batch_command(
             raise UsageError(f"--devices must be a comma-separated list like cuda:0,cuda:1, not '{devices}'")
         if inputs == "-" and sys.stdin.isatty():
             raise UsageError("IN is -, but nothing is piped in: e.g. find shots -name '*.png' | lasagna batch shade - out")
+        edit = EditConfig(
+            template=template, model=model, controlnet=controlnet, layer=layer, steps=steps, guidance=guidance,
+            precision=precision, variations=variations, max_pixels=max_pixels, low_memory=low_memory,
+            fast_encoder="half" if fast_encoder else None, vae=vae,
+        )
         options = BatchOptions(
-            template=template, inputs=inputs, out=out, prompt=prompt, prompts=prompts,
+            inputs=inputs, out=out, edit=edit, prompt=prompt, prompts=prompts,
             stdin_paths=sys.stdin.read().splitlines() if inputs == "-" else None, seed=seed,
             skip_existing=skip_existing, fail_fast=fail_fast, shard=parse_shard(shard) if shard else None,
-            devices=device_list, ray=ray, ray_cpus=ray_cpus, log=log, model=model, controlnet=controlnet, layer=layer,
-            steps=steps, guidance=guidance, precision=precision, variations=variations, max_pixels=max_pixels,
-            low_memory=low_memory, fast_encoder="half" if fast_encoder else None, vae=vae,
+            devices=device_list, ray=ray, ray_cpus=ray_cpus, log=log,
         )
         from lasagna_core.batch import run_batch
 

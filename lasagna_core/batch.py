@@ -80,9 +80,9 @@ class EditConfig:
 
 @dataclass
 class BatchOptions:
-    template: str
     inputs: str  # a folder, a glob, a single file, or "-" for `stdin_paths`
     out: Path
+    edit: EditConfig = field(default_factory=EditConfig)
     prompt: str | None = None
     prompts: Path | None = None  # CSV or JSONL: input -> prompt (and optionally seed)
     stdin_paths: Sequence[str] | None = None
@@ -94,24 +94,6 @@ class BatchOptions:
     ray: str | None = None  # None: no Ray; "": local instance (or $RAY_ADDRESS); else an address
     ray_cpus: int = 1  # CPUs per Ray task when the cluster has no GPUs
     log: Path | None = None
-    model: str | None = None
-    controlnet: str | None = None
-    layer: str | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    precision: str = "auto"
-    variations: int = 1
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    low_memory: bool = False
-    fast_encoder: str | None = None
-    vae: str | None = None
-
-    def edit_config(self) -> EditConfig:
-        return EditConfig(
-            template=self.template, model=self.model, controlnet=self.controlnet, layer=self.layer, steps=self.steps,
-            guidance=self.guidance, precision=self.precision, variations=self.variations, max_pixels=self.max_pixels,
-            low_memory=self.low_memory, fast_encoder=self.fast_encoder, vae=self.vae,
-        )
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -650,7 +632,7 @@ def run_batch(
     from .templates import load_template
 
     started = time.perf_counter()
-    load_template(options.template)  # an unknown template is a usage error before anything else
+    load_template(options.edit.template)  # an unknown template is a usage error before anything else
     if options.prompt is None and options.prompts is None:
         raise UsageError("give --prompt TEXT (for every file) or --prompts FILE (CSV/JSONL: input -> prompt)")
     if options.prompt is not None and not options.prompt.strip():
@@ -669,7 +651,7 @@ def run_batch(
     notices: list[str] = []
     items = plan(options, notices=notices)
     if options.ray is None:
-        _check_devices(devices, options.precision)
+        _check_devices(devices, options.edit.precision)
     out.mkdir(parents=True, exist_ok=True)
     log = _open_log(options.log)
     run = _Run(options, on_record, on_notice, log)
@@ -687,12 +669,12 @@ def run_batch(
                 if options.ray is not None:
                     from .batch_ray import run_on_ray
 
-                    run_on_ray(run, todo, options.edit_config(), address=options.ray, cpus_per_task=options.ray_cpus,
+                    run_on_ray(run, todo, options.edit, address=options.ray, cpus_per_task=options.ray_cpus,
                                reinstall_signals=reinstall)
                 elif len(devices) > 1:
-                    _run_pool(run, todo, options.edit_config(), devices)
+                    _run_pool(run, todo, options.edit, devices)
                 else:
-                    _run_here(run, todo, options.edit_config(), devices[0])
+                    _run_here(run, todo, options.edit, devices[0])
     except Interrupted as exc:
         run.summary.signal = exc.signum
     finally:

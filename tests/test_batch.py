@@ -23,7 +23,7 @@ from psd_tools import PSDImage
 from typer.testing import CliRunner
 
 from lasagna_cli.app import app
-from lasagna_core.batch import BatchOptions, discover, output_complete, parse_shard, plan, read_prompts, shard_of
+from lasagna_core.batch import BatchOptions, EditConfig, discover, output_complete, parse_shard, plan, read_prompts, shard_of
 from lasagna_core.errors import UsageError
 from tests.conftest import REPO, gradient_rgb, to_uint8
 from tests.tiny_sd import make_tiny_sd
@@ -66,8 +66,10 @@ def assert_clean(out: Path) -> None:
 
 
 def options(source: Path | str, out: Path, **kw) -> BatchOptions:
+    """BatchOptions with the shade template; keyword arguments go to EditConfig when they name one of its fields."""
     kw.setdefault("prompt", "light from the left")
-    return BatchOptions(template="shade", inputs=str(source), out=out, **kw)
+    edit = {k: kw.pop(k) for k in list(kw) if k in EditConfig.__dataclass_fields__}
+    return BatchOptions(inputs=str(source), out=out, edit=EditConfig(**edit), **kw)
 
 
 # ------------------------------------------------------------------------------------------ inputs and outputs
