@@ -748,14 +748,7 @@ def _stop_signals() -> Iterator[Callable[[], None]]:
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
-    fired: list[int] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        if fired:
-            return
-        fired.append(signum)
-        raise Interrupted(signum)
-
+    handler = _interrupt_handler()
     wanted = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.getsignal(s) for s in wanted}
 
@@ -769,6 +762,35 @@ def _stop_signals() -> Iterator[Callable[[], None]]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _interrupt_handler() -> Callable[[int, Any], None]:
+    """A signal handler that raises Interrupted once (repeats are ignored while the run winds down).
+
+    Python runs handlers between any two bytecodes, finalizers included; an exception raised inside a
+    `__del__` is printed as a traceback and swallowed, and the stop would be lost. So when the signal lands
+    in a finalizer, it is sent again a moment later instead of raised there.
+    """
+    fired: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if fired:
+            return
+        if _in_finalizer(frame):
+            threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+            return
+        fired.append(signum)
+        raise Interrupted(signum)
+
+    return handler
+
+
+def _in_finalizer(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 # ---------------------------------------------------------------------------------------------- worker processes
@@ -888,13 +910,7 @@ def _wind_down(procs: dict[int, Any], handle: Callable[[tuple[Any, ...]], None],
 
 def _pool_worker(slot: int, device: str, config: EditConfig, threads: int, tasks: Any, results: Any, stop: Any) -> None:
     """A worker process: load the prior once (at its first file), then edit files until told to stop."""
-    fired: list[int] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        if not fired:
-            fired.append(signum)
-            raise Interrupted(signum)
-
+    handler = _interrupt_handler()
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     try:
