@@ -5,7 +5,8 @@ Measures, on a picture with sharp edges and a known ideal shading layer, the err
   direct  - the fully convolutional generator run again on the full-size base,
   bilinear - plain bilinear upsampling (the naive baseline),
 against the ideal full-size layer, over the whole picture and in a band around the objects' edges.
-The generator is trained at working size with a stand-in prior that wants exactly the ideal layer, so the
+The generator is trained at working size with an oracle prior (tests/oracle_prior.py) that wants exactly
+the ideal layer, so the
 only thing compared is the trip to full size.
 
     python benchmarks/full_resolution.py            # prints a Markdown table
@@ -14,16 +15,20 @@ only thing compared is the trip to full size.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lasagna_core.distill import distill
-from lasagna_core.priors.base import Condition, Prior
-from lasagna_core.resample import guided_upsample, resize
+from lasagna_core.resample import guided_upsample
 from lasagna_core.templates import DistillSettings, load_template
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere: tests/ is importable
+from tests.oracle_prior import OraclePrior  # noqa: E402
 
 
 def scene(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,20 +55,6 @@ def ideal_layer(cover: torch.Tensor) -> torch.Tensor:
     return 1.0 - ramp * cover
 
 
-class IdealPrior(Prior):
-    multiple, resolution = 8, 128
-    device, dtype = torch.device("cpu"), torch.float32
-
-    def __init__(self, target: torch.Tensor):
-        self.target = target
-
-    def condition(self, prompt: str, base: torch.Tensor, negative_prompt: str = "") -> Condition:
-        return Condition(prompt, negative_prompt, torch.zeros(1))
-
-    def sds_loss(self, image, cond, *, guidance, t_range=(0.02, 0.98), generator=None, samples=1):
-        return ((image - self.target) ** 2).sum() * 50
-
-
 def edge_band(cover: torch.Tensor, width: int) -> torch.Tensor:
     soft = (cover > 0.02) & (cover < 0.98)
     return F.max_pool2d(soft.float(), 2 * width + 1, stride=1, padding=width) > 0
@@ -78,12 +69,12 @@ def main() -> None:
     base, cover = scene(full_h, full_w)
     spec = load_template("shade")
     shadows_only = spec.layers[:1]
-    prior = IdealPrior(torch.zeros(1))
+    prior = OraclePrior()
     low_size = prior.working_size(full_h, full_w)
     base_low, cover_low = scene(*low_size)
     prior.target = base_low * ideal_layer(cover_low)
     generator = distill(base_low, shadows_only, prior, prior.condition("", base_low),
-                        DistillSettings(steps=args.steps, learning_rate=1e-2, neutral_weight=1e-4, noise_samples=1), seed=0)
+                        DistillSettings(steps=args.steps, learning_rate=1e-2, neutral_weight=1e-4, noise_samples=1, t_min=0.5, t_max=0.5), seed=0)
     truth = ideal_layer(cover)
     band = edge_band(cover, max(2, full_w // 512))
     with torch.no_grad():

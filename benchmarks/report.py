@@ -74,8 +74,7 @@ def write_markdown(res: dict[str, Any]) -> str:
     w("| prior | working size | noise samples | step ms | steps/s | prior fwd | encoder fwd+bwd | G fwd+bwd | blend fwd+bwd | Adam | other | peak RSS MiB |")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|")
     sd15 = res.get("sd15", {})
-    for name, r in (("tiny test SD (tests/tiny_sd.py)", res.get("tiny")), ("built-in (pixel space), builtin.py as is", res.get("builtin")),
-                    ("built-in + the SD levers (benchmarks/tuned_builtin.py)", (res.get("builtin") or {}).get("tuned")),
+    for name, r in (("tiny test SD (tests/tiny_sd.py)", res.get("tiny")), ("built-in (pixel space)", res.get("builtin")),
                     ("SD-1.5-sized, random weights", sd15.get("step") if sd15 and "error" not in sd15 else sd15)):
         if r is not None:
             out.extend(_step_rows(name, r or {}))
@@ -104,19 +103,11 @@ def write_markdown(res: dict[str, Any]) -> str:
     w("")
     w("| prior | step ms | floor ms | overhead ms | overhead % (medians) | overhead % (paired per round) | step / floor |")
     w("|---|---|---|---|---|---|---|")
-    for name, r in (("tiny test SD", res.get("tiny")), ("built-in, builtin.py as is", res.get("builtin")),
-                    ("built-in + the SD levers", (res.get("builtin") or {}).get("tuned")),
+    for name, r in (("tiny test SD", res.get("tiny")), ("built-in", res.get("builtin")),
                     ("SD-1.5-sized", sd15.get("step") if sd15 else None)):
         if r is not None:
             out.extend(_floor_rows(name, r or {}))
     w("")
-    if b and "tuned" in b:
-        w("`lasagna_core/priors/builtin.py` belongs to the built-in prior's own work and was not edited here;")
-        w("`benchmarks/tuned_builtin.py` is its `sds_loss` with the SD prior's levers (noising tables once, hint and")
-        w(f"class ids once per run, `inference_mode` for the U-Net), bit-identical loss and gradient: {b.get('tuned_identical')}.")
-        w("Measured side by side it gives no gain beyond the noise on the CPU: the built-in prior's step is already within")
-        w("10% of its floor as it is, so there is nothing to fold in for the CPU target.")
-        w("")
     if sd15 and "step" in sd15:
         w("The SD-1.5-sized parts were each timed once while a step takes about a minute under a load average of 5-7 from")
         w("other processes: single measurements vary by tens of percent (the U-Net part took 35 s in one run and 19 s in")
@@ -134,7 +125,7 @@ def write_markdown(res: dict[str, Any]) -> str:
             "fused Adam (optimiser step)": "yes (distill.py: `fused=True` on CPU/CUDA)",
             "channels-last generator (G fwd+bwd)": "yes (distill.py, CPU only)",
             "inference_mode for the prior (U-Net call)": "yes (stable_diffusion.py): no autograd bookkeeping at all; 1.0-1.3x across our runs",
-            "sds_loss (noise tables once, cached text/hint, inference_mode)": "yes (stable_diffusion.py)",
+            "sds_loss (noise tables once, cached text/hint, inference_mode)": "partly: cached text/hint and inference_mode kept; the noise tables were dropped when every prior came to share one `Prior.sds_loss` (their gain is within the noise)",
             "whole step (all levers)": "-",
         }
         for name, r in lv.items():
@@ -161,7 +152,7 @@ def write_markdown(res: dict[str, Any]) -> str:
             w(f"Checked, already right: U-Net calls per step = {ch['unet_calls_per_step']:.0f} (cond + uncond of all noise samples in"
               f" one batch); text-encoder calls per run = {ch['text_encoder_calls_per_run']} (embeddings once per run); host syncs:"
               f" {ch['host_syncs']}; attention: {', '.join(ch.get('attention_processors', []))} (diffusers' scaled-dot-product"
-              " attention, flash kernel on the CPU). Constant per-run work: the noising tables, text embeddings and control"
+              " attention, flash kernel on the CPU). Constant per-run work: the text embeddings and control"
               " hint are made once (levers above); G's coordinate grid is rebuilt each step inside generator.py, a few"
               " microseconds at 64 x 64, counted in G's floor.")
         w("")

@@ -71,12 +71,6 @@ def worker_builtin(args: argparse.Namespace) -> dict[str, Any]:
     out["input"] = [512, 512]
     out["source"] = prior.source
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    # The SD prior's levers applied to builtin.py's sds_loss (benchmarks/tuned_builtin.py): same numbers?
-    # And the split again with them, so that builtin.py's owner sees what they would give.
-    from benchmarks import tuned_builtin
-
-    out["tuned_identical"] = tuned_builtin.check_identical(prior, (h, w))
-    out["tuned"] = harness.step_split(tuned_builtin.tuned(prior), (h, w), samples=4, steps=steps, repeats=repeats)
     return out
 
 

@@ -20,10 +20,11 @@ from lasagna_core.document import read_layer_tree
 from lasagna_core.errors import UsageError
 from lasagna_core.generator import START_MARGIN, LayerGenerator
 from lasagna_core.pipeline import EditRequest, run_edit
-from lasagna_core.priors.base import Condition, Prior
+from lasagna_core.priors.base import Condition
 from lasagna_core.resample import guided_upsample, resize
 from lasagna_core.templates import DistillSettings, load_template, parse_template
 from tests.conftest import EXAMPLE_PSD, gradient_rgb, to_uint8
+from tests.oracle_prior import OraclePrior
 from tests.tiny_sd import make_tiny_sd
 
 FAST = ["--steps", "3"]
@@ -85,29 +86,13 @@ def test_regulariser_is_zero_at_neutral_and_ignores_outside_mask() -> None:
     assert float(neutral_distance(spec.layers, moved, mask)) == pytest.approx(8 * 0.5)
 
 
-class _TargetPrior(Prior):
-    """A stand-in prior whose 'SDS loss' is the distance to a target picture: if the loop trains G, it falls."""
-
-    multiple, resolution = 8, 32
-    device, dtype = torch.device("cpu"), torch.float32
-
-    def __init__(self, target: torch.Tensor):
-        self.target = target
-
-    def condition(self, prompt: str, base: torch.Tensor, negative_prompt: str = "") -> Condition:
-        return Condition(prompt, negative_prompt, torch.zeros(2, 1, 1))
-
-    def sds_loss(self, image, cond, *, guidance, t_range=(0.02, 0.98), generator=None, samples=1):
-        return ((image - self.target) ** 2).sum() / image.shape[0]
-
-
 def test_loop_trains_the_generator_towards_what_the_prior_wants() -> None:
     spec = load_template("shade")
     base = torch.rand(1, 3, 32, 32)
     target = base * torch.linspace(0.3, 1.0, 32).view(1, 1, 1, 32)  # darker on the left
     losses: list[float] = []
-    settings = DistillSettings(steps=60, learning_rate=1e-2, neutral_weight=1e-4, noise_samples=1)
-    generator = distill(base, spec.layers, _TargetPrior(target), Condition("", "", torch.zeros(1)), settings,
+    settings = DistillSettings(steps=60, learning_rate=1e-2, neutral_weight=1e-4, noise_samples=1, t_min=0.5, t_max=0.5)
+    generator = distill(base, spec.layers, OraclePrior(target), Condition("", "", torch.zeros(1)), settings,
                         seed=0, on_step=lambda info: losses.append(float(info.sds)))
     assert losses[-1] < 0.2 * losses[0]
     shadows = generator(base)[0].color[0, 0].detach()
@@ -138,16 +123,16 @@ def test_sds_loss_falls_with_fixed_noise(tiny_model: Path) -> None:
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.05
 
 
-class _FlakyPrior(_TargetPrior):
+class _FlakyPrior(OraclePrior):
     """Returns NaN on the calls listed in `bad` (1-based), a real loss otherwise."""
 
     def __init__(self, target: torch.Tensor, bad: set[int] | None = None):
         super().__init__(target)
         self.calls, self.bad = 0, bad
 
-    def sds_loss(self, image, cond, *, guidance, t_range=(0.02, 0.98), generator=None, samples=1):
+    def sds_loss(self, image, cond, **kwargs):
         self.calls += 1
-        loss = super().sds_loss(image, cond, guidance=guidance)
+        loss = super().sds_loss(image, cond, **kwargs)
         return loss * float("nan") if self.bad is None or self.calls in self.bad else loss
 
 
@@ -181,7 +166,7 @@ def test_guided_upsampling_puts_layer_edges_on_base_edges() -> None:
     high = torch.zeros(1, 3, 256, 256)
     high[..., :, 101:] = 1.0  # the object's edge at x = 101, not on the 4x grid
     low = resize(high, (64, 64))
-    layer_low = 1.0 - 0.6 * (luma := low.mean(1, keepdim=True))  # dark where the object is
+    layer_low = 1.0 - 0.6 * low.mean(1, keepdim=True)  # dark where the object is
     guided = guided_upsample(layer_low, low, high, eps=1e-4)
     bilinear = torch.nn.functional.interpolate(layer_low, size=(256, 256), mode="bilinear", align_corners=False)
     truth = 1.0 - 0.6 * high.mean(1, keepdim=True)
@@ -334,3 +319,11 @@ def test_templates_command_lists_builtins() -> None:
     assert {"shade", "shade-divide", "shade-sd", "colorize", "colorize-multiply"} <= set(names)
     assert [l["blend_mode"] for l in names["shade"]["layers"]] == ["multiply", "screen"]
     assert [l["blend_mode"] for l in names["shade-divide"]["layers"]] == ["multiply", "divide"]
+
+
+def test_empty_mask_is_refused_before_the_model_is_loaded(picture: Path, tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(tmp_path / "black.png")
+    code, _, err = cli("shade", str(picture), "-p", "light from the left", "--mask", str(tmp_path / "black.png"),
+                       "-m", str(tmp_path / "no-such-model"), "-o", str(tmp_path / "out.psd"))
+    assert code == 1 and err.strip() == "error: black.png: fully transparent, so there is nothing to edit"
+    assert not (tmp_path / "out.psd").exists()

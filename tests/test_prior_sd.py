@@ -308,7 +308,10 @@ class _SDSized(Prior):
     def condition(self, prompt, base, negative_prompt=""):  # pragma: no cover - not used
         raise NotImplementedError
 
-    def sds_loss(self, image, cond, *, guidance, t_range=(0.02, 0.98), generator=None, samples=1):  # pragma: no cover
+    def encode(self, image):  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def predict_noise(self, noisy, t, cond):  # pragma: no cover - not used
         raise NotImplementedError
 
 

@@ -98,7 +98,19 @@ class Prior(ABC):
     def condition(self, prompt: str, base: Tensor, negative_prompt: str = "") -> Condition:
         """Encode the prompt pair once per run; `base` [1,3,h,w] in [0,1] at the working size is the control hint."""
 
+    alphas_cumprod: Tensor  # [T] float32 on `device`: the training schedule's alpha-bar
+    num_train_timesteps: int
+
     @abstractmethod
+    def encode(self, image: Tensor) -> Tensor:
+        """The diffused variable for `image` [B,3,h,w] in [0,1]: latents for a latent model, the pixels scaled
+        to [-1, 1] for a pixel model; float32 and differentiable w.r.t. `image`."""
+
+    @abstractmethod
+    def predict_noise(self, noisy: Tensor, t: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
+        """(eps_uncond, eps_cond) float32 for `noisy` [B,...] at timesteps `t` [B], from ONE batched call of the
+        frozen network; called under no_grad."""
+
     def sds_loss(
         self,
         image: Tensor,
@@ -111,8 +123,33 @@ class Prior(ABC):
     ) -> Tensor:
         """Scalar surrogate loss for `image` [B,3,h,w] in [0,1] (B = noise samples, one t each).
 
-        Its gradient w.r.t. the latent of sample b is `sds_gradient(...)[b] / B`, flowing back into `image`
-        through the prior's encoder. The prior itself gets no gradient. Does not synchronise with the device.
+        Its gradient w.r.t. the encoded sample b is `sds_gradient(...)[b] / B`, flowing back into `image`
+        through `encode`. The prior itself gets no gradient. Does not synchronise with the device.
         `samples` > 1 draws that many (t, noise) pairs per image, encoding each image once: the same
         loss and gradient as `image.repeat_interleave(samples, 0)`, cheaper. The mean runs over all of them.
+        Random draws (t, then noise) come from `generator` on its own device; one on `device` avoids copies.
+        Weighting: DreamFusion's w(t) = sigma_t^2 = 1 - alpha_bar_t.
         """
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be [B, 3, H, W], got {list(image.shape)}")
+        lo, hi = t_range
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"t_range must satisfy 0 <= lo <= hi <= 1, got {t_range}")
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        x = self.encode(image)
+        if samples > 1:
+            x = x.repeat_interleave(samples, dim=0)
+        batch = x.shape[0]
+        n = self.num_train_timesteps
+        t_lo = min(max(int(round(lo * n)), 0), n - 1)
+        t_hi = min(max(int(round(hi * n)), t_lo), n - 1)
+        rng_device = generator.device if generator is not None else self.device
+        t = torch.randint(t_lo, t_hi + 1, (batch,), generator=generator, device=rng_device).to(self.device)
+        noise = torch.randn(x.shape, generator=generator, device=rng_device, dtype=torch.float32).to(self.device)
+        alpha_bar = self.alphas_cumprod[t].view(batch, *([1] * (x.ndim - 1)))
+        with torch.no_grad():
+            noisy = alpha_bar**0.5 * x.detach() + (1 - alpha_bar) ** 0.5 * noise  # DDPM's forward process
+            eps_uncond, eps_cond = self.predict_noise(noisy, t, cond)
+            grad = sds_gradient(eps_uncond, eps_cond, noise, guidance, 1 - alpha_bar)
+        return sds_surrogate_loss(x, grad)

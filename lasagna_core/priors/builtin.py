@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lasagna_core.errors import ModelError
-from lasagna_core.priors.base import Condition, Prior, sds_gradient, sds_surrogate_loss
+from lasagna_core.priors.base import Condition, Prior
 
 FORMAT = "lasagna-builtin-prior/1"
 BUILTIN_NAME = "builtin"
@@ -210,49 +210,22 @@ class BuiltinPrior(Prior):
         ids = torch.tensor([negative, wanted], dtype=torch.long, device=self.device)
         return Condition(prompt=prompt, negative_prompt=negative_prompt, embeddings=ids, hint=base.to(self.device, torch.float32))
 
-    def sds_loss(
-        self,
-        image: Tensor,
-        cond: Condition,
-        *,
-        guidance: float,
-        t_range: tuple[float, float] = (0.02, 0.98),
-        generator: torch.Generator | None = None,
-        samples: int = 1,
-    ) -> Tensor:
-        """SDS surrogate loss in pixel space (see `Prior.sds_loss`): the image itself, scaled to [-1, 1], is
-        the diffused variable, so the gradient reaches it without any encoder."""
-        if image.ndim != 4 or image.shape[1] != 3:
-            raise ValueError(f"image must be [B, 3, H, W], got {list(image.shape)}")
+    def encode(self, image: Tensor) -> Tensor:
+        """Pixel space: the image itself, scaled to [-1, 1], is the diffused variable (no encoder)."""
         if image.shape[-2] % 4 or image.shape[-1] % 4:
             raise ValueError(f"image sides must be multiples of 4, got {list(image.shape[-2:])}")
-        lo, hi = t_range
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"t_range must satisfy 0 <= lo <= hi <= 1, got {t_range}")
-        if samples < 1:
-            raise ValueError(f"samples must be >= 1, got {samples}")
+        return image.to(self.device, torch.float32) * 2 - 1
+
+    def predict_noise(self, noisy: Tensor, t: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
+        """(eps_uncond, eps_cond): both rows keep the base; only the direction class is dropped for uncond."""
         if cond.hint is None:
             raise ValueError("the built-in prior needs the base as the condition's hint; call prior.condition()")
-
-        x = image.to(self.device, torch.float32) * 2 - 1
-        if samples > 1:
-            x = x.repeat_interleave(samples, dim=0)
-        batch = x.shape[0]
-        n = self.num_train_timesteps
-        t_lo = min(max(int(round(lo * n)), 0), n - 1)
-        t_hi = min(max(int(round(hi * n)), t_lo), n - 1)
-        rng_device = generator.device if generator is not None else self.device
-        t = torch.randint(t_lo, t_hi + 1, (batch,), generator=generator, device=rng_device).to(self.device)
-        noise = torch.randn(x.shape, generator=generator, device=rng_device, dtype=torch.float32).to(self.device)
-        alpha_bar = self.alphas_cumprod[t].view(batch, 1, 1, 1)
-        with torch.no_grad():
-            noisy = self.scheduler.add_noise(x.detach(), noise, t)
-            base = self._hint(cond.hint, x.shape[-2:]).expand(batch, -1, -1, -1)
-            classes = cond.embeddings.to(self.device).repeat_interleave(batch)
-            eps = self.predict(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([base, base]), classes)
-            eps_uncond, eps_cond = eps.float().chunk(2)
-            grad = sds_gradient(eps_uncond, eps_cond, noise, guidance, 1 - alpha_bar)
-        return sds_surrogate_loss(x, grad)
+        batch = noisy.shape[0]
+        base = self._hint(cond.hint, noisy.shape[-2:]).expand(batch, -1, -1, -1)
+        classes = cond.embeddings.to(self.device).repeat_interleave(batch)
+        eps = self.predict(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([base, base]), classes)
+        eps_uncond, eps_cond = eps.float().chunk(2)
+        return eps_uncond, eps_cond
 
     # ------------------------------------------------------------------ the network and direct sampling
 

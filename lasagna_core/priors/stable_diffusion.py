@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lasagna_core.errors import ModelError
-from lasagna_core.priors.base import Condition, Prior, sds_gradient, sds_surrogate_loss
+from lasagna_core.priors.base import Condition, Prior
 
 # Sub-folders of a diffusers Stable Diffusion folder that the prior needs, with their weight-file stems.
 COMPONENTS: dict[str, str | None] = {
@@ -129,8 +129,6 @@ class StableDiffusionPrior(Prior):
         self.alphas_cumprod = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
         self.scheduler.alphas_cumprod = self.alphas_cumprod
         # The noising tables, once per prior rather than per step (the same `** 0.5` DDPMScheduler.add_noise uses).
-        self._sqrt_alpha_bar = self.alphas_cumprod**0.5
-        self._sqrt_one_minus_alpha_bar = (1 - self.alphas_cumprod) ** 0.5
         self._cond_cache: tuple[Any, ...] | None = None  # (condition, batch, latent size, text, hint)
         if self.low_memory:
             self._enable_low_memory()
@@ -204,6 +202,8 @@ class StableDiffusionPrior(Prior):
         faster at 512 px on a CPU, benchmarks/RESULTS.md), at the price of a blurrier latent. With `encoder_vae` (a TAESD-style AutoencoderTiny, whose latents
         are already in the scaled space) the tiny encoder replaces the VAE's.
         """
+        if image.shape[-2] % self.vae_scale or image.shape[-1] % self.vae_scale:
+            raise ValueError(f"image sides must be multiples of {self.vae_scale}, got {list(image.shape[-2:])}")
         x = image.to(self.device, self.dtype) * 2 - 1
         size = (x.shape[-2] // self.vae_scale, x.shape[-1] // self.vae_scale)
         if self.fast_encoder == "half":
@@ -242,60 +242,16 @@ class StableDiffusionPrior(Prior):
         hint = base.to(self.device, self.dtype) if self.controlnet is not None else None
         return Condition(prompt=prompt, negative_prompt=negative_prompt, embeddings=embeddings, hint=hint)
 
-    def sds_loss(
-        self,
-        image: Tensor,
-        cond: Condition,
-        *,
-        guidance: float,
-        t_range: tuple[float, float] = (0.02, 0.98),
-        generator: torch.Generator | None = None,
-        samples: int = 1,
-    ) -> Tensor:
-        """SDS surrogate loss (see `Prior.sds_loss`).
-
-        Random draws (t, then noise) come from `generator` on its own device and are moved to the prior's
-        device; pass a generator on `prior.device` to avoid the tiny host-to-device copies.
-        """
-        if image.ndim != 4 or image.shape[1] != 3:
-            raise ValueError(f"image must be [B, 3, H, W], got {list(image.shape)}")
-        if image.shape[-2] % self.vae_scale or image.shape[-1] % self.vae_scale:
-            raise ValueError(f"image sides must be multiples of {self.vae_scale}, got {list(image.shape[-2:])}")
-        lo, hi = t_range
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"t_range must satisfy 0 <= lo <= hi <= 1, got {t_range}")
-        if samples < 1:
-            raise ValueError(f"samples must be >= 1, got {samples}")
-
-        # Encode with gradient: the only part of the prior the graph passes through.
-        latents = self.encode(image)
-        if samples > 1:
-            latents = latents.repeat_interleave(samples, dim=0)
-        batch = latents.shape[0]
-
-        n = self.num_train_timesteps
-        t_lo = min(max(int(round(lo * n)), 0), n - 1)
-        t_hi = min(max(int(round(hi * n)), t_lo), n - 1)
-        rng_device = generator.device if generator is not None else self.device
-        t = torch.randint(t_lo, t_hi + 1, (batch,), generator=generator, device=rng_device).to(self.device)
-        noise = torch.randn(latents.shape, generator=generator, device=rng_device, dtype=torch.float32)
-        noise = noise.to(self.device)
-        alpha_bar = self.alphas_cumprod[t].view(batch, 1, 1, 1)
-
-        with torch.no_grad():
-            # DDPMScheduler.add_noise's formula, with its tables computed once instead of every step.
-            shape = (batch, 1, 1, 1)
-            noisy = self._sqrt_alpha_bar[t].view(shape) * latents.detach() + self._sqrt_one_minus_alpha_bar[t].view(shape) * noise
-            with torch.inference_mode():  # the frozen network: no autograd bookkeeping at all
-                pred = self._predict(noisy, t, cond, batch).float()
-            if self.prediction_type == "v_prediction":
-                pred = v_to_epsilon(pred, torch.cat([noisy, noisy]), alpha_bar.repeat(2, 1, 1, 1))
-            elif self.prediction_type == "sample":
-                pred = sample_to_epsilon(pred, torch.cat([noisy, noisy]), alpha_bar.repeat(2, 1, 1, 1))
-            eps_uncond, eps_cond = pred.chunk(2)
-            # DreamFusion's weighting w(t) = sigma_t^2 = 1 - alpha_bar_t.
-            grad = sds_gradient(eps_uncond, eps_cond, noise, guidance, 1 - alpha_bar)
-        return sds_surrogate_loss(latents, grad)
+    def predict_noise(self, noisy: Tensor, t: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
+        """(eps_uncond, eps_cond): one batched U-Net (+ ControlNet) call, converted from v or x0 when needed."""
+        with torch.inference_mode():  # the frozen network: no autograd bookkeeping at all
+            pred = self._predict(noisy, t, cond, noisy.shape[0]).float()
+        if self.prediction_type != "epsilon":
+            alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1).repeat(2, 1, 1, 1)
+            convert = v_to_epsilon if self.prediction_type == "v_prediction" else sample_to_epsilon
+            pred = convert(pred, torch.cat([noisy, noisy]), alpha_bar)
+        eps_uncond, eps_cond = pred.chunk(2)
+        return eps_uncond, eps_cond
 
     def _predict(self, noisy: Tensor, t: Tensor, cond: Condition, batch: int) -> Tensor:
         """One batched network call for [uncond x batch, cond x batch]; returns the raw prediction [2B, ...]."""
