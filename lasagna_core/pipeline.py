@@ -26,7 +26,7 @@ from .layers import PixelNode
 from .priors import load_prior
 from .priors.base import Prior
 from .resample import guided_upsample, resize
-from .templates import DistillSettings, EditSpec, LayerSpec, load_template
+from .templates import DistillSettings, EditSpec, load_template
 
 
 @dataclass
@@ -87,8 +87,7 @@ def run_edit(
     spec = load_template(request.template)
     settings = _settings(spec, request)
     doc = load(request.input, layer=request.layer, max_pixels=request.max_pixels)
-    if request.mask is None and doc.alpha is not None and not bool((doc.alpha > 0).any()):
-        raise DocumentError(f"{doc.path.name}: fully transparent, so there is nothing to edit")
+    coverage = _coverage(doc, request.mask, request.max_pixels)
     for text in doc.notices:
         if on_notice:
             on_notice(text)
@@ -99,7 +98,6 @@ def run_edit(
 
     device = prior.device
     base = torch.from_numpy(doc.base)[None].to(device)
-    coverage = _coverage(doc, request.mask, request.max_pixels)
     size = prior.working_size(doc.height, doc.width)
     base_low = resize(base, size)
     mask_low = None if coverage is None else resize(coverage.to(device), size)
@@ -144,9 +142,19 @@ def _settings(spec: EditSpec, request: EditRequest) -> DistillSettings:
 
 
 def _coverage(doc: Document, mask_path: Path | None, max_pixels: int) -> Tensor | None:
-    """Where the edit may act, [1, 1, H, W]: the --mask file (its alpha, else its gray), else the base's alpha."""
+    """Where the edit may act, [1, 1, H, W]: the --mask file (its alpha, else its gray), else the base's alpha.
+    Checked before any model is loaded; an empty coverage is refused, since there would be nothing to edit."""
     if mask_path is None:
-        return None if doc.alpha is None else torch.from_numpy(doc.alpha)[None]
+        coverage = None if doc.alpha is None else torch.from_numpy(doc.alpha)[None]
+    else:
+        coverage = _mask_file(doc, mask_path, max_pixels)
+    if coverage is not None and not bool((coverage > 0).any()):
+        source = mask_path.name if mask_path is not None else doc.path.name
+        raise DocumentError(f"{source}: fully transparent, so there is nothing to edit")
+    return coverage
+
+
+def _mask_file(doc: Document, mask_path: Path, max_pixels: int) -> Tensor:
     mask_doc = load(mask_path, max_pixels=max_pixels)
     if (mask_doc.width, mask_doc.height) != (doc.width, doc.height):
         raise UsageError(
