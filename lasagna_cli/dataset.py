@@ -24,6 +24,7 @@ def synth(
     val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.99, help="Share of scenes in the validation split."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=0.99, help="Share of scenes in the held-out test split."),
     supersample: int = typer.Option(2, "--supersample", min=1, max=8, help="Rays per pixel along each axis (anti-aliasing and soft shadow edges)."),
+    backdrop_fraction: float = typer.Option(0.0, "--backdrop-fraction", min=0.0, max=1.0, help="Share of scenes on a plain backdrop that no light reaches instead of a ground plane (both look alike in the flat base, so a mix leaves cast shadows ambiguous)."),
     workers: int = typer.Option(0, "--workers", "-j", min=0, help="Processes rendering in parallel; 0: one per CPU core (the files do not depend on it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder, replacing a data set already there."),
     json_output: bool = typer.Option(False, "--json", help="Print a summary as one JSON object on stdout."),
@@ -35,7 +36,8 @@ def synth(
     with _Progress() as on_progress:
         result = generate(
             out_dir, count=count, size=size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-            supersample=supersample, workers=workers, overwrite=overwrite, on_progress=on_progress,
+            supersample=supersample, workers=workers, overwrite=overwrite, backdrop_fraction=backdrop_fraction,
+            on_progress=on_progress,
         )
     if json_output:
         print_json(result.as_dict())

@@ -12,8 +12,9 @@ from .console import guarded, print_json, stderr, stdout
 
 @guarded
 def eval_command(
-    data: Path = typer.Option(..., "--data", "-d", help="Folder with manifest.jsonl; its `test` split is evaluated."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Evaluate a fixed, seeded sample of N test cases (default: all)."),
+    data: Path = typer.Option(..., "--data", "-d", help="Folder with manifest.jsonl; its `--split` is evaluated."),
+    split: str = typer.Option("test", "--split", help="Which split to evaluate: test (held out, for reporting) or val (for tuning settings)."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Evaluate a fixed, seeded sample of N cases (default: all)."),
     out: list[Path] = typer.Option([], "--out", "-o", help="Write the results: .json (every case) or .md (the table). Repeatable."),
     model: str = typer.Option("builtin", "--model", "-m", help="Prior to distil from and sample (default: the built-in prior)."),
     template: str = typer.Option("shade", "--template", "-t", help="Edit template whose layers Lasagna distils."),
@@ -29,11 +30,14 @@ def eval_command(
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
 ) -> None:
     """Measure relighting quality: PSNR/SSIM vs ground truth, chroma drift, edge similarity, direction accuracy."""
+    from lasagna_core.errors import UsageError
     from lasagna_core.evaluate import evaluate, markdown_table, photo_directions, write_report
 
+    if split not in ("train", "val", "test"):
+        raise UsageError(f"--split must be train, val or test, not {split!r}")
     progress = _Progress()
     report = evaluate(
-        data, model=model, template=template, limit=limit, seed=seed, steps=steps, guidance=guidance,
+        data, model=model, template=template, limit=limit, split=split, seed=seed, steps=steps, guidance=guidance,
         direct_steps=direct_steps, direct_guidance=direct_guidance, device=device, pictures=pictures,
         on_progress=progress,
     )

@@ -209,6 +209,7 @@ class EvalReport:
     direction_cases: int
     skipped_direction: dict[str, int]
     seconds: float
+    split: str = "test"
     results: list[CaseResult] = field(default_factory=list)
     photos: dict[str, Any] = field(default_factory=dict)
 
@@ -231,6 +232,7 @@ def evaluate(
     model: str = "builtin",
     template: str = "shade",
     limit: int | None = None,
+    split: str = "test",
     seed: int = 0,
     steps: int | None = None,
     guidance: float | None = None,
@@ -241,14 +243,15 @@ def evaluate(
     pictures: Path | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> EvalReport:
-    """Run the comparison on `data`'s test split; see the module doc for what is measured."""
+    """Run the comparison on `data`'s `split` (tune settings on "val", report on "test"); see the module doc
+    for what is measured."""
     from dataclasses import replace
 
     from .directions import image_plane_vector
     from .distill import compose, distill
     from .errors import UsageError
     from .priors import load_prior
-    from .resample import guided_upsample, resize
+    from .resample import resize, upsample_layers
     from .templates import load_template
     from .train import load_image, read_manifest
 
@@ -256,9 +259,9 @@ def evaluate(
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise UsageError(f"unknown eval method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    examples = read_manifest(data, "test")
+    examples = read_manifest(data, split)
     if not examples:
-        raise UsageError(f"'{data}' has no test split to evaluate on")
+        raise UsageError(f"'{data}' has no {split} split to evaluate on")
     cases = pick_cases(examples, limit, seed)
     spec = load_template(template)
     settings = spec.defaults
@@ -309,12 +312,7 @@ def evaluate(
                 cond = prior.condition(spec.render_prompt(ex.prompt), low, spec.negative_prompt)
                 gen = distill(low, spec.layers, prior, cond, settings, seed=seed + index)
                 with torch.no_grad():
-                    layers = gen(low)
-                    if size != tuple(full.shape[-2:]):
-                        for layer, lspec in zip(layers, spec.layers):
-                            layer.color = guided_upsample(layer.color, low, full).clamp(lspec.low, lspec.high)
-                            if layer.alpha is not None:
-                                layer.alpha = guided_upsample(layer.alpha, low, full).clamp(0, 1)
+                    layers = upsample_layers(gen(low), spec.layers, low, full)
                     result = compose(full, spec.layers, layers)[0].clamp(0, 1).cpu().numpy()
             outputs[m].append(result)
             seconds[m].append(time.perf_counter() - t0)
@@ -347,7 +345,7 @@ def evaluate(
     return EvalReport(
         data=str(data), model=model, template=spec.name, cases=len(loaded), settings=settings_record, summary=summary,
         direction_cases=sum(1 for ex, *_ in loaded if image_plane_vector(ex.direction) != (0.0, 0.0)),
-        skipped_direction=skipped, seconds=time.perf_counter() - started, results=results,
+        skipped_direction=skipped, seconds=time.perf_counter() - started, split=split, results=results,
     )
 
 
@@ -412,7 +410,7 @@ def photo_directions(
     from .directions import PROMPTS, image_plane_vector
     from .distill import compose, distill
     from .priors import load_prior
-    from .resample import guided_upsample, resize
+    from .resample import resize, upsample_layers
     from .templates import load_template
 
     spec = load_template(template)
@@ -427,9 +425,7 @@ def photo_directions(
             cond = prior.condition(PROMPTS[d], low)
             gen = distill(low, spec.layers, prior, cond, spec.defaults, seed=seed)
             with torch.no_grad():
-                layers = gen(low)
-                for layer, lspec in zip(layers, spec.layers):
-                    layer.color = guided_upsample(layer.color, low, full).clamp(lspec.low, lspec.high)
+                layers = upsample_layers(gen(low), spec.layers, low, full)
                 out = compose(full, spec.layers, layers)[0].clamp(0, 1).numpy()
             r = direction_correlation(out, photo, None, image_plane_vector(d))
             rows.append({"photo": name, "direction": d, "r": r, "shading": shading_strength(out, photo, np.ones(photo.shape[1:])),
@@ -483,7 +479,7 @@ def markdown_table(report: EvalReport) -> str:
     skipped = ", ".join(f"{n} {d}" for d, n in sorted(report.skipped_direction.items())) or "none"
     lines.append("")
     lines.append(
-        f"{report.cases} held-out test cases ({report.direction_cases} with an image-plane light direction; "
+        f"{report.cases} {'held-out test' if report.split == 'test' else report.split} cases ({report.direction_cases} with an image-plane light direction; "
         f"left out of direction accuracy only: {skipped}). Model `{report.model}`, template `{report.template}`, "
         f"distillation: {report.settings['steps']} steps, guidance {report.settings['guidance']}, "
         f"{report.settings['noise_samples']} noise samples, lr {report.settings['learning_rate']}, "
@@ -501,12 +497,17 @@ def markdown_table(report: EvalReport) -> str:
 
 
 def write_report(report: EvalReport, path: Path) -> Path:
+    """Written atomically: an interrupted eval never leaves half a table behind."""
+    from .document import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(report.to_json(), indent=1, default=float) + "\n", encoding="utf-8")
+        text = json.dumps(report.to_json(), indent=1, default=float) + "\n"
     else:
-        path.write_text(markdown_table(report), encoding="utf-8")
+        text = markdown_table(report)
+    with atomic_write(path) as f:
+        f.write(text.encode("utf-8"))
     return path
 
 

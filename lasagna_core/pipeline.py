@@ -25,7 +25,7 @@ from .generator import LayerOutput
 from .layers import PixelNode
 from .priors import load_prior
 from .priors.base import Prior
-from .resample import guided_upsample, resize
+from .resample import resize, upsample_layers
 from .templates import DistillSettings, EditSpec, load_template
 
 
@@ -171,9 +171,8 @@ def _full_size_layers(
     (or transparency), so applications that ignore clipping flags still show the same picture."""
     nodes = []
     cover = None if coverage is None else coverage.to(base.device)
-    for layer, out in zip(spec.layers, outputs):
-        color = guided_upsample(out.color, base_low, base).clamp(layer.low, layer.high)
-        alpha = None if out.alpha is None else guided_upsample(out.alpha, base_low, base).clamp(0.0, 1.0)
+    for layer, out in zip(spec.layers, upsample_layers(outputs, spec.layers, base_low, base)):
+        color, alpha = out.color, out.alpha
         if cover is not None:
             if alpha is not None:
                 alpha = alpha * cover

@@ -107,3 +107,16 @@ def test_eval_command(setup, tmp_path):
     assert json.loads(result.stdout.strip().splitlines()[-1])["cases"] == 2 and out.is_file()
     missing = CliRunner().invoke(app, ["eval", "--data", str(tmp_path / "nothing")])
     assert missing.exit_code == 2
+
+
+def test_eval_on_another_split(setup, tmp_path):
+    """Settings are tuned on a split other than the reported test split; the table says which it was."""
+    data, weights = setup
+    md = tmp_path / "train.md"
+    result = CliRunner().invoke(app, ["eval", "--data", str(data), "--model", str(weights), "--split", "train", "--steps", "1",
+                                      "--direct-steps", "1", "--out", str(md)])
+    assert result.exit_code == 0, result.output
+    assert "6 train cases" in md.read_text() and "held-out" not in md.read_text()  # 2 train scenes x 3 directions
+    for split, message in (("val", "has no val split"), ("everything", "--split must be train, val or test")):
+        refused = CliRunner().invoke(app, ["eval", "--data", str(data), "--model", str(weights), "--split", split])
+        assert refused.exit_code == 2 and message in refused.stderr and "Traceback" not in refused.output

@@ -128,6 +128,31 @@ def test_renders_are_finite_and_in_range_for_random_scenes() -> None:
         assert set(out.targets) == set(DIRECTION_NAMES)
 
 
+def _background_changes(out_dir: Path) -> list[bool]:
+    """Per scene: does any relit picture change the background (mask 0) from the flat base?"""
+    changes = []
+    for sid in sorted({line["scene"] for line in read_manifest(out_dir / "manifest.jsonl")}):
+        images = out_dir / "images"
+        outside = np.asarray(Image.open(images / f"{sid}_mask.png")) == 0
+        base = np.asarray(Image.open(images / f"{sid}_base.png"), dtype=np.int16)
+        lit = np.asarray(Image.open(images / f"{sid}_left.png"), dtype=np.int16)
+        changes.append(bool(np.abs(lit - base)[outside].max() > 2))
+    return changes
+
+
+def test_backgrounds_receive_light_unless_a_backdrop_is_asked_for(tmp_path: Path) -> None:
+    """By default every scene stands on a ground plane, so whether a cast shadow falls on the background is
+    never ambiguous in the data; --backdrop-fraction 1 puts every scene on a backdrop no light reaches."""
+    generate(tmp_path / "ground", count=6, size=16)
+    assert _background_changes(tmp_path / "ground") == [True] * 6
+    generate(tmp_path / "backdrop", count=6, size=16, backdrop_fraction=1.0)
+    assert _background_changes(tmp_path / "backdrop") == [False] * 6
+    info = json.loads((tmp_path / "backdrop" / "dataset.json").read_text())
+    assert info["backdrop_fraction"] == 1.0
+    with pytest.raises(UsageError, match="--backdrop-fraction"):
+        generate(tmp_path / "x", count=1, size=8, backdrop_fraction=1.5)
+
+
 def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 

@@ -92,25 +92,27 @@ def _png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)).save(path, format="PNG", compress_level=6)
 
 
-def write_scene(images: Path, seed: int, index: int, sid: str, size: int, supersample: int, directions: Sequence[str]) -> None:
+def write_scene(images: Path, seed: int, index: int, sid: str, size: int, supersample: int, directions: Sequence[str],
+                backdrop_fraction: float = 0.0) -> None:
     """Render scene `index` of `seed` and write its base, mask and one PNG per direction into `images`."""
     from .render import random_scene, render
 
-    result = render(random_scene(scene_rng(seed, index)), size, supersample=supersample, directions=directions)
+    result = render(random_scene(scene_rng(seed, index), backdrop_fraction), size, supersample=supersample, directions=directions)
     _png(result.base, images / f"{sid}_base.png")
     _png(result.mask, images / f"{sid}_mask.png")
     for name in directions:
         _png(result.targets[name], images / f"{sid}_{name}.png")
 
 
-def _write_chunk(args: tuple[str, int, list[tuple[int, str]], int, int, tuple[str, ...]]) -> int:
-    images, seed, items, size, supersample, directions = args
+def _write_chunk(args: tuple[str, int, list[tuple[int, str]], int, int, tuple[str, ...], float]) -> int:
+    images, seed, items, size, supersample, directions, backdrop_fraction = args
     for index, sid in items:
-        write_scene(Path(images), seed, index, sid, size, supersample, directions)
+        write_scene(Path(images), seed, index, sid, size, supersample, directions, backdrop_fraction)
     return len(items)
 
 
-def _check(count: int, size: int, seed: int, val_fraction: float, test_fraction: float, supersample: int, workers: int, directions: Sequence[str]) -> None:
+def _check(count: int, size: int, seed: int, val_fraction: float, test_fraction: float, supersample: int, workers: int,
+           directions: Sequence[str], backdrop_fraction: float) -> None:
     if count < 1:
         raise UsageError(f"--count must be at least 1, not {count}")
     if not 8 <= size <= 4096:
@@ -122,6 +124,8 @@ def _check(count: int, size: int, seed: int, val_fraction: float, test_fraction:
             raise UsageError(f"{name} must be at least 0 and below 1, not {value}")
     if val_fraction + test_fraction >= 1.0:
         raise UsageError(f"--val-fraction + --test-fraction must leave scenes for training (they add up to {val_fraction + test_fraction:g})")
+    if not 0.0 <= backdrop_fraction <= 1.0:
+        raise UsageError(f"--backdrop-fraction must be between 0 and 1, not {backdrop_fraction}")
     if not 1 <= supersample <= 8:
         raise UsageError(f"--supersample must be between 1 and 8, not {supersample}")
     if workers < 1:
@@ -164,6 +168,7 @@ def generate(
     workers: int = 1,
     overwrite: bool = False,
     directions: Sequence[str] = DIRECTION_NAMES,
+    backdrop_fraction: float = 0.0,
     on_progress: Progress | None = None,
 ) -> SynthResult:
     """Render `count` random scenes, each as a base and one relit picture per direction, and write the
@@ -174,13 +179,14 @@ def generate(
 
     out_dir = Path(out_dir)
     directions = tuple(directions)
-    _check(count, size, seed, val_fraction, test_fraction, supersample, workers, directions)
+    _check(count, size, seed, val_fraction, test_fraction, supersample, workers, directions, backdrop_fraction)
     images = _prepare(out_dir, overwrite)
     started = time.perf_counter()
     ids = [scene_id(i, count) for i in range(count)]
     chunk = max(1, min(32, count // (workers * 8) or 1))
     jobs = [
-        (str(images), seed, [(i, ids[i]) for i in range(start, min(start + chunk, count))], size, supersample, directions)
+        (str(images), seed, [(i, ids[i]) for i in range(start, min(start + chunk, count))], size, supersample, directions,
+         backdrop_fraction)
         for start in range(0, count, chunk)
     ]
     done = 0
@@ -216,7 +222,7 @@ def generate(
     split_counts = {s: splits.count(s) for s in SPLITS}
     info = {
         "generator": "lasagna dataset synth", "version": __version__, "count": count, "size": size, "seed": seed,
-        "supersample": supersample, "val_fraction": val_fraction, "test_fraction": test_fraction,
+        "supersample": supersample, "backdrop_fraction": backdrop_fraction, "val_fraction": val_fraction, "test_fraction": test_fraction,
         "splits": split_counts, "pairs": len(lines),
         "directions": {name: {"vector": list(DIRECTIONS[name]), "prompt": PROMPTS[name]} for name in directions},
         "render": {

@@ -2,9 +2,9 @@
 
 Scene and camera
     An orthographic camera looks down -z at the square x, y in [-1, 1] (x right, y up, row 0 of the picture
-    at y = 1). The background is either a ground plane z = 0 facing the camera (a table seen from above: it
-    receives light and cast shadows) or a plain backdrop that no light reaches (it keeps its colour in every
-    render). One to three primitives (sphere, box, cylinder, capsule, torus), randomly rotated, rest on or
+    at y = 1). The background is a ground plane z = 0 facing the camera (a table seen from above: it
+    receives light and cast shadows) or, on request, a plain backdrop that no light reaches (it keeps its
+    colour in every render). One to three primitives (sphere, box, cylinder, capsule, torus), randomly rotated, rest on or
     float just above the plane. Spheres, boxes, cylinders and capsules are intersected analytically; the
     torus is sphere-traced on its exact distance function inside its bounding sphere.
 
@@ -193,8 +193,10 @@ def random_texture(rng: np.random.Generator, *, ground: bool = False) -> Texture
     return Texture(kind, c1, c2, float(freq), _unit(rng), float(rng.uniform()), waves)
 
 
-def random_scene(rng: np.random.Generator) -> Scene:
-    """One to three random primitives with random textures on a ground plane (70%) or a plain backdrop."""
+def random_scene(rng: np.random.Generator, backdrop_fraction: float = 0.0) -> Scene:
+    """One to three random primitives with random textures on a ground plane, or, for `backdrop_fraction` of
+    the scenes, on a plain backdrop. A flat base can't show which of the two it is, so a prior trained on a
+    mix has to guess whether a cast shadow belongs on the background: the default keeps the data unambiguous."""
     count = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
     scale = {1: (0.3, 0.5), 2: (0.22, 0.38), 3: (0.18, 0.32)}[count]
     spread = {1: 0.2, 2: 0.45, 3: 0.5}[count]
@@ -229,7 +231,7 @@ def random_scene(rng: np.random.Generator) -> Scene:
             kind, np.array([x, y, z]), rotation, size, random_texture(rng),
             specular=float(rng.uniform(0.05, 0.5)), shininess=float(rng.uniform(10.0, 80.0)),
         ))
-    background = "ground" if rng.uniform() < 0.7 else "plain"
+    background = "plain" if rng.uniform() < backdrop_fraction else "ground"
     if background == "ground":
         texture = random_texture(rng, ground=True)
     else:
