@@ -19,7 +19,7 @@ demo: venv
 	mkdir -p out
 	$(BIN)/lasagna inspect examples/still-life.psd
 	$(BIN)/lasagna flatten examples/still-life.psd -o out/still-life-flat.png
-	$(BIN)/lasagna shade examples/still-life.psd --prompt "light from the left" --model builtin --steps 300 -o out/still-life.lasagna.psd
+	$(BIN)/lasagna shade examples/still-life.psd --prompt "light from the left" --model builtin -o out/still-life.lasagna.psd
 	$(BIN)/lasagna flatten out/still-life.lasagna.psd -o out/still-life-shaded.png
 
 test: venv

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .blend import blend
 from .errors import DistillationError
-from .generator import LayerGenerator, LayerOutput
+from .generator import START_MARGIN, LayerGenerator, LayerOutput
 from .priors.base import Condition, Prior
 from .templates import DistillSettings, LayerSpec
 
@@ -43,14 +43,39 @@ def compose(base: Tensor, specs: Sequence[LayerSpec], outputs: Sequence[LayerOut
     return color if mask is None else mask * color + (1 - mask) * base
 
 
+def _tolerance(spec: LayerSpec) -> float:
+    """How far from neutral a layer may rest without being pulled back: the generator's start margin. The
+    layers sit at the ends of their sigmoid; a pull that kept pushing past the margin would drive the
+    logits into saturation, where Adam's normalised steps leave the SDS gradient no grip and the layer
+    stays blank for good (seen on photos, where that gradient is weak)."""
+    return START_MARGIN * (spec.high - spec.low)
+
+
 def neutral_distance(specs: Sequence[LayerSpec], outputs: Sequence[LayerOutput], mask: Tensor | None = None) -> Tensor:
     """Summed L1 distance of every pixel of every layer from the layer that changes nothing (alpha 0 for alpha
-    layers). A sum, like the SDS loss, so the balance between the two does not move with the working size."""
+    layers), beyond a dead zone of `_tolerance`. A sum, like the SDS loss, so the balance between the two does
+    not move with the working size."""
     total = outputs[0].color.new_zeros(())
     for spec, out in zip(specs, outputs):
-        change = out.alpha if out.alpha is not None else (out.color - spec.neutral).abs().mean(1, keepdim=True)
+        if out.alpha is not None:
+            change = (out.alpha - START_MARGIN).clamp(min=0)
+        else:
+            change = ((out.color - spec.neutral).abs() - _tolerance(spec)).clamp(min=0).mean(1, keepdim=True)
         total = total + (change if mask is None else change * mask).sum()
     return total
+
+
+def snap_to_neutral(specs: Sequence[LayerSpec], outputs: Sequence[LayerOutput]) -> list[LayerOutput]:
+    """Layers with every value inside the dead zone set exactly to neutral (alpha to 0): what the optimisation
+    did not push out of it is not an edit, and untouched pixels then stay byte for byte."""
+    snapped = []
+    for spec, out in zip(specs, outputs):
+        if out.alpha is not None:
+            snapped.append(LayerOutput(out.color, out.alpha.masked_fill(out.alpha <= START_MARGIN, 0.0)))
+        else:
+            resting = (out.color - spec.neutral).abs() <= _tolerance(spec)
+            snapped.append(LayerOutput(out.color.masked_fill(resting, spec.neutral), None))
+    return snapped
 
 
 CHECK_EVERY = 25

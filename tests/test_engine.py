@@ -80,10 +80,32 @@ def test_regulariser_is_zero_at_neutral_and_ignores_outside_mask() -> None:
     neutral = [LayerOutput(torch.ones(1, 1, 4, 4), None), LayerOutput(torch.zeros(1, 1, 4, 4), None)]
     assert float(neutral_distance(spec.layers, neutral)) == 0.0
     moved = [LayerOutput(torch.full((1, 1, 4, 4), 0.5), None), LayerOutput(torch.zeros(1, 1, 4, 4), None)]
-    assert float(neutral_distance(spec.layers, moved)) == pytest.approx(16 * 0.5)
+    dead_zone = START_MARGIN  # where the generator starts, the pull stops (saturated logits would go blank)
+    assert float(neutral_distance(spec.layers, moved)) == pytest.approx(16 * (0.5 - dead_zone))
     mask = torch.zeros(1, 1, 4, 4)
     mask[..., :2] = 1
-    assert float(neutral_distance(spec.layers, moved, mask)) == pytest.approx(8 * 0.5)
+    assert float(neutral_distance(spec.layers, moved, mask)) == pytest.approx(8 * (0.5 - dead_zone))
+    resting = [LayerOutput(torch.full((1, 1, 4, 4), 1 - dead_zone / 2), None), LayerOutput(torch.full((1, 1, 4, 4), dead_zone), None)]
+    assert float(neutral_distance(spec.layers, resting)) == 0.0
+
+
+def test_layers_resting_in_the_dead_zone_snap_to_exactly_neutral() -> None:
+    """Values the optimisation left within the dead zone are no edit: shade writes them as exact neutrals,
+    so untouched pixels stay byte for byte; real edits pass unchanged."""
+    spec = load_template("colorize")
+    shade = load_template("shade")
+    from lasagna_core.distill import snap_to_neutral
+    from lasagna_core.generator import LayerOutput
+
+    shadows = torch.tensor([[[[0.995, 0.7]]]])
+    light = torch.tensor([[[[0.004, 0.3]]]])
+    snapped = snap_to_neutral(shade.layers, [LayerOutput(shadows, None), LayerOutput(light, None)])
+    assert snapped[0].color.flatten().tolist() == [1.0, pytest.approx(0.7)]
+    assert snapped[1].color.flatten().tolist() == [0.0, pytest.approx(0.3)]
+    alpha_layer = next(layer for layer in spec.layers if layer.alpha)
+    color = torch.full((1, alpha_layer.channels, 1, 2), 0.5)
+    out = snap_to_neutral([alpha_layer], [LayerOutput(color, torch.tensor([[[[0.005, 0.4]]]]))])[0]
+    assert out.alpha is not None and out.alpha.flatten().tolist() == [0.0, pytest.approx(0.4)]
 
 
 def test_loop_trains_the_generator_towards_what_the_prior_wants() -> None:
@@ -222,7 +244,8 @@ def test_colorize_multiply_template(tiny_model: Path, picture: Path, tmp_path: P
 
 def test_same_seed_same_layer(tiny_model: Path, picture: Path, tmp_path: Path) -> None:
     def layers(seed: int, name: str) -> list[np.ndarray]:
-        request = EditRequest(picture, "light from the top", model=str(tiny_model), steps=4, seed=seed,
+        # guidance strong enough for the tiny model's layers to leave the neutral dead zone in 4 steps
+        request = EditRequest(picture, "light from the top", model=str(tiny_model), steps=4, guidance=100.0, seed=seed,
                               output=tmp_path / name, device="cpu")
         run_edit(request)
         return [l.numpy() for l in list(PSDImage.open(tmp_path / name))[1:]]
