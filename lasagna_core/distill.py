@@ -18,6 +18,7 @@ from .blend import blend
 from .errors import DistillationError
 from .generator import START_MARGIN, LayerGenerator, LayerOutput
 from .priors.base import Condition, Prior
+from .resample import guided_upsample
 from .templates import DistillSettings, LayerSpec
 
 
@@ -43,24 +44,28 @@ def compose(base: Tensor, specs: Sequence[LayerSpec], outputs: Sequence[LayerOut
     return color if mask is None else mask * color + (1 - mask) * base
 
 
-def _tolerance(spec: LayerSpec) -> float:
-    """How far from neutral a layer may rest without being pulled back: the generator's start margin. The
-    layers sit at the ends of their sigmoid; a pull that kept pushing past the margin would drive the
-    logits into saturation, where Adam's normalised steps leave the SDS gradient no grip and the layer
-    stays blank for good (seen on photos, where that gradient is weak)."""
-    return START_MARGIN * (spec.high - spec.low)
+def _beyond_rest(spec: LayerSpec, plane: Tensor, alpha: bool) -> Tensor:
+    """How far each value of a layer's colour (or, for alpha layers, its alpha) is from changing nothing,
+    minus a dead zone of the generator's start margin; 0 where the layer rests.
+
+    The layers start at the ends of their sigmoids, that margin from neutral. A pull that kept pushing past
+    it would drive the logits into saturation, where Adam's normalised steps leave the SDS gradient no grip
+    and the layer stays blank for good (seen on photos, where that gradient is weak)."""
+    if alpha:
+        return (plane - START_MARGIN).clamp(min=0)
+    return ((plane - spec.neutral).abs() - START_MARGIN * (spec.high - spec.low)).clamp(min=0)
 
 
 def neutral_distance(specs: Sequence[LayerSpec], outputs: Sequence[LayerOutput], mask: Tensor | None = None) -> Tensor:
     """Summed L1 distance of every pixel of every layer from the layer that changes nothing (alpha 0 for alpha
-    layers), beyond a dead zone of `_tolerance`. A sum, like the SDS loss, so the balance between the two does
-    not move with the working size."""
+    layers), beyond the dead zone of `_beyond_rest`. A sum, like the SDS loss, so the balance between the two
+    does not move with the working size."""
     total = outputs[0].color.new_zeros(())
     for spec, out in zip(specs, outputs):
         if out.alpha is not None:
-            change = (out.alpha - START_MARGIN).clamp(min=0)
+            change = _beyond_rest(spec, out.alpha, alpha=True)
         else:
-            change = ((out.color - spec.neutral).abs() - _tolerance(spec)).clamp(min=0).mean(1, keepdim=True)
+            change = _beyond_rest(spec, out.color, alpha=False).mean(1, keepdim=True)
         total = total + (change if mask is None else change * mask).sum()
     return total
 
@@ -71,11 +76,27 @@ def snap_to_neutral(specs: Sequence[LayerSpec], outputs: Sequence[LayerOutput]) 
     snapped = []
     for spec, out in zip(specs, outputs):
         if out.alpha is not None:
-            snapped.append(LayerOutput(out.color, out.alpha.masked_fill(out.alpha <= START_MARGIN, 0.0)))
+            resting = _beyond_rest(spec, out.alpha, alpha=True) == 0
+            snapped.append(LayerOutput(out.color, out.alpha.masked_fill(resting, 0.0)))
         else:
-            resting = (out.color - spec.neutral).abs() <= _tolerance(spec)
+            resting = _beyond_rest(spec, out.color, alpha=False) == 0
             snapped.append(LayerOutput(out.color.masked_fill(resting, spec.neutral), None))
     return snapped
+
+
+def finished_layers(outputs: Sequence[LayerOutput], specs: Sequence[LayerSpec], base_low: Tensor, base: Tensor) -> list[LayerOutput]:
+    """The layers as they are written: brought to `base`'s size by the edge-aware `guided_upsample` (nothing
+    to do at equal sizes), clamped to each spec's range and snapped to neutral where they rest. What both
+    `shade` and `eval` compose and save."""
+    same = tuple(base_low.shape[-2:]) == tuple(base.shape[-2:])
+
+    def grow(plane: Tensor) -> Tensor:
+        return plane if same else guided_upsample(plane, base_low, base)
+
+    return snap_to_neutral(specs, [
+        LayerOutput(grow(out.color).clamp(spec.low, spec.high), None if out.alpha is None else grow(out.alpha).clamp(0.0, 1.0))
+        for out, spec in zip(outputs, specs)
+    ])
 
 
 CHECK_EVERY = 25

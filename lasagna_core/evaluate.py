@@ -248,10 +248,10 @@ def evaluate(
     from dataclasses import replace
 
     from .directions import image_plane_vector
-    from .distill import compose, distill
+    from .distill import compose, distill, finished_layers
     from .errors import UsageError
     from .priors import load_prior
-    from .resample import resize, upsample_layers
+    from .resample import resize
     from .templates import load_template
     from .train import load_image, read_manifest
 
@@ -312,7 +312,7 @@ def evaluate(
                 cond = prior.condition(spec.render_prompt(ex.prompt), low, spec.negative_prompt)
                 gen = distill(low, spec.layers, prior, cond, settings, seed=seed + index)
                 with torch.no_grad():
-                    layers = upsample_layers(gen(low), spec.layers, low, full)
+                    layers = finished_layers(gen(low), spec.layers, low, full)
                     result = compose(full, spec.layers, layers)[0].clamp(0, 1).cpu().numpy()
             outputs[m].append(result)
             seconds[m].append(time.perf_counter() - t0)
@@ -408,9 +408,9 @@ def photo_directions(
     direction through the full `run_edit`-equivalent path at the prior's working size; the whole picture is
     the mask (objects are not segmented), positions relative to the picture's centre."""
     from .directions import PROMPTS, image_plane_vector
-    from .distill import compose, distill
+    from .distill import compose, distill, finished_layers
     from .priors import load_prior
-    from .resample import resize, upsample_layers
+    from .resample import resize
     from .templates import load_template
 
     spec = load_template(template)
@@ -425,7 +425,7 @@ def photo_directions(
             cond = prior.condition(PROMPTS[d], low)
             gen = distill(low, spec.layers, prior, cond, spec.defaults, seed=seed)
             with torch.no_grad():
-                layers = upsample_layers(gen(low), spec.layers, low, full)
+                layers = finished_layers(gen(low), spec.layers, low, full)
                 out = compose(full, spec.layers, layers)[0].clamp(0, 1).numpy()
             r = direction_correlation(out, photo, None, image_plane_vector(d))
             rows.append({"photo": name, "direction": d, "r": r, "shading": shading_strength(out, photo, np.ones(photo.shape[1:])),

@@ -18,14 +18,14 @@ import torch
 from torch import Tensor
 
 from . import __version__
-from .distill import StepInfo, compose, distill
+from .distill import StepInfo, compose, distill, finished_layers
 from .document import DEFAULT_MAX_PIXELS, Document, check_output, load, save_png, save_psd
 from .errors import DocumentError, UsageError
 from .generator import LayerOutput
 from .layers import PixelNode
 from .priors import load_prior
 from .priors.base import Prior
-from .resample import resize, upsample_layers
+from .resample import resize
 from .templates import DistillSettings, EditSpec, load_template
 
 
@@ -171,7 +171,7 @@ def _full_size_layers(
     (or transparency), so applications that ignore clipping flags still show the same picture."""
     nodes = []
     cover = None if coverage is None else coverage.to(base.device)
-    for layer, out in zip(spec.layers, upsample_layers(outputs, spec.layers, base_low, base)):
+    for layer, out in zip(spec.layers, finished_layers(outputs, spec.layers, base_low, base)):
         color, alpha = out.color, out.alpha
         if cover is not None:
             if alpha is not None:

@@ -8,15 +8,9 @@ blurry bilinear blow-up that spills shading across an object's outline.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from .distill import snap_to_neutral
-from .generator import LayerOutput
-from .templates import LayerSpec
 
 
 def resize(image: Tensor, size: tuple[int, int]) -> Tensor:
@@ -58,17 +52,3 @@ def guided_upsample(layer: Tensor, guide_low: Tensor, guide_high: Tensor, *, rad
     a_high = a_high.view(1, 3, channels, *size)
     return (a_high * guide_high[:, :, None]).sum(1) + b_high
 
-
-def upsample_layers(outputs: Sequence[LayerOutput], layers: Sequence[LayerSpec], base_low: Tensor, base: Tensor) -> list[LayerOutput]:
-    """The generator's layers at `base`'s size, each clamped to its spec's range and snapped to neutral where
-    it rests there (`snap_to_neutral`): how both `shade` and `eval` bring a working-size edit to full size.
-    At equal sizes there is nothing to upsample."""
-    same = tuple(base_low.shape[-2:]) == tuple(base.shape[-2:])
-
-    def grow(plane: Tensor) -> Tensor:
-        return plane if same else guided_upsample(plane, base_low, base)
-
-    return snap_to_neutral(layers, [
-        LayerOutput(grow(out.color).clamp(spec.low, spec.high), None if out.alpha is None else grow(out.alpha).clamp(0.0, 1.0))
-        for out, spec in zip(outputs, layers)
-    ])

@@ -34,9 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import DocumentError, UsageError
-
-MANIFEST = "manifest.jsonl"
-SPLITS = ("train", "val", "test")
+from .synth.dataset import MANIFEST
+from .synth.dataset import read_manifest as read_records
 
 
 # ---------------------------------------------------------------------- the manifest
@@ -63,8 +62,6 @@ def manifest_path(data: Path) -> Path:
 
 def read_manifest(data: Path, split: str | None = None) -> list[Example]:
     """The manifest's examples (of one split if given), read and checked by `lasagna_core.synth.dataset`."""
-    from .synth.dataset import read_manifest as read_records
-
     return [
         Example(input=r["input"], target=r["target"], prompt=r["prompt"], direction=r["direction"], mask=r["mask"],
                 split=r["split"], scene=r["scene"])

@@ -117,6 +117,6 @@ def test_eval_on_another_split(setup, tmp_path):
                                       "--direct-steps", "1", "--out", str(md)])
     assert result.exit_code == 0, result.output
     assert "6 train cases" in md.read_text() and "held-out" not in md.read_text()  # 2 train scenes x 3 directions
-    for split, message in (("val", "has no val split"), ("everything", "--split must be train, val or test")):
+    for split, message in (("val", "has no val split"), ("everything", "split must be one of train, val, test, not 'everything'")):
         refused = CliRunner().invoke(app, ["eval", "--data", str(data), "--model", str(weights), "--split", split])
         assert refused.exit_code == 2 and message in refused.stderr and "Traceback" not in refused.output

@@ -250,6 +250,8 @@ def read_manifest(path: Path, split: str | None = None) -> list[dict[str, Any]]:
     A line that is not a JSON object, lacks a required key, or names an unknown direction or split raises
     DocumentError naming the file and line. Files are not opened here.
     """
+    if split is not None and split not in SPLITS:
+        raise UsageError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     path = Path(path)
     root = path.parent
     try:
