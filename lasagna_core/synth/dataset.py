@@ -92,23 +92,31 @@ def _png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)).save(path, format="PNG", compress_level=6)
 
 
-def write_scene(images: Path, seed: int, index: int, sid: str, size: int, supersample: int, directions: Sequence[str],
-                backdrop_fraction: float = 0.0) -> None:
-    """Render scene `index` of `seed` and write its base, mask and one PNG per direction into `images`."""
+@dataclass(frozen=True)
+class RenderJob:
+    """Scenes for one worker process to render and write (picklable: it crosses the process boundary)."""
+
+    images: Path
+    seed: int
+    scenes: tuple[tuple[int, str], ...]  # (index, id)
+    size: int
+    supersample: int
+    directions: tuple[str, ...]
+    backdrop_fraction: float
+
+
+def _write_chunk(job: RenderJob) -> int:
+    """Render each scene of `job` and write its base, mask and one PNG per direction."""
     from .render import random_scene, render
 
-    result = render(random_scene(scene_rng(seed, index), backdrop_fraction), size, supersample=supersample, directions=directions)
-    _png(result.base, images / f"{sid}_base.png")
-    _png(result.mask, images / f"{sid}_mask.png")
-    for name in directions:
-        _png(result.targets[name], images / f"{sid}_{name}.png")
-
-
-def _write_chunk(args: tuple[str, int, list[tuple[int, str]], int, int, tuple[str, ...], float]) -> int:
-    images, seed, items, size, supersample, directions, backdrop_fraction = args
-    for index, sid in items:
-        write_scene(Path(images), seed, index, sid, size, supersample, directions, backdrop_fraction)
-    return len(items)
+    for index, sid in job.scenes:
+        scene = random_scene(scene_rng(job.seed, index), job.backdrop_fraction)
+        result = render(scene, job.size, supersample=job.supersample, directions=job.directions)
+        _png(result.base, job.images / f"{sid}_base.png")
+        _png(result.mask, job.images / f"{sid}_mask.png")
+        for name in job.directions:
+            _png(result.targets[name], job.images / f"{sid}_{name}.png")
+    return len(job.scenes)
 
 
 def _check(count: int, size: int, seed: int, val_fraction: float, test_fraction: float, supersample: int, workers: int,
@@ -185,8 +193,8 @@ def generate(
     ids = [scene_id(i, count) for i in range(count)]
     chunk = max(1, min(32, count // (workers * 8) or 1))
     jobs = [
-        (str(images), seed, [(i, ids[i]) for i in range(start, min(start + chunk, count))], size, supersample, directions,
-         backdrop_fraction)
+        RenderJob(images, seed, tuple((i, ids[i]) for i in range(start, min(start + chunk, count))), size, supersample,
+                  directions, backdrop_fraction)
         for start in range(0, count, chunk)
     ]
     done = 0
