@@ -30,18 +30,14 @@ def eval_command(
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
 ) -> None:
     """Measure relighting quality: PSNR/SSIM vs ground truth, chroma drift, edge similarity, direction accuracy."""
-    from lasagna_core.evaluate import evaluate, markdown_table, photo_directions, write_report
+    from lasagna_core.evaluate import evaluate, markdown_table, write_report
 
-    progress = _Progress()
+    named = [(p.stem, _load(p)) for p in photos] + (_skimage_photos() if skimage_photos else [])  # a bad path fails first
     report = evaluate(
         data, model=model, template=template, limit=limit, split=split, seed=seed, steps=steps, guidance=guidance,
-        direct_steps=direct_steps, direct_guidance=direct_guidance, device=device, pictures=pictures,
-        on_progress=progress,
+        direct_steps=direct_steps, direct_guidance=direct_guidance, device=device, photos=named, pictures=pictures,
+        on_progress=_progress,
     )
-    named = [(p.stem, _load(p)) for p in photos] + (_skimage_photos() if skimage_photos else [])
-    if named:
-        report.photos = photo_directions(named, model=model, template=template, seed=seed, device=device,
-                                         pictures=None if pictures is None else pictures / "photos", on_progress=progress)
     for path in out:
         write_report(report, path)
         stderr.print(f"wrote {path}")
@@ -51,13 +47,9 @@ def eval_command(
         stdout.print(markdown_table(report), markup=False, highlight=False, soft_wrap=True)
 
 
-class _Progress:
-    def __init__(self) -> None:
-        self.last = ""
-
-    def __call__(self, done: int, total: int, method: str) -> None:
-        if stderr.is_terminal or done == total or done % 20 == 0:
-            stderr.print(f"eval: {method} {done}/{total}", soft_wrap=True)
+def _progress(done: int, total: int, method: str) -> None:
+    if stderr.is_terminal or done == total or done % 20 == 0:
+        stderr.print(f"eval: {method} {done}/{total}", soft_wrap=True)
 
 
 def _load(path: Path) -> Any:

@@ -39,7 +39,6 @@ from .errors import LasagnaError, ModelError, OutputError, UsageError
 INPUT_SUFFIXES = tuple(sorted(set(RASTER_SUFFIXES + PSD_SUFFIXES)))
 """What a folder walk picks up (case-insensitively). Globs and path lists are taken as given."""
 
-STATUSES = ("ok", "skipped", "failed")
 MAX_WORKER_RESTARTS = 3
 """A worker process that dies (segfault, out-of-memory kill) is replaced at most this many times per device."""
 

@@ -42,11 +42,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .priors.base import Prior
+from .templates import DistillSettings, EditSpec
+
 METHODS = ("base", "lasagna", "direct", "ground truth")
 VISIBLE_SHADING = 1.0
 """Mean |delta L*| (CIE Lab lightness units) a case's change must reach to count in the *visible* direction
 accuracy: about one just-noticeable difference."""
-METRICS = ("psnr", "ssim", "chroma_drift", "edge_similarity", "shading", "direction_accuracy", "seconds")
+
+
+def visible_share(pairs: Sequence[tuple[float, float]]) -> float:
+    """Share of (direction r, shading |delta L*|) pairs that are right AND visible: faint layers can't score."""
+    return float(np.mean([r > 0 and shading >= VISIBLE_SHADING for r, shading in pairs]))
 
 
 # ---------------------------------------------------------------------- colour and metrics (numpy, [3,H,W] in [0,1])
@@ -240,16 +247,15 @@ def evaluate(
     direct_guidance: float = 3.0,
     methods: Sequence[str] = METHODS,
     device: str = "cpu",
+    photos: Sequence[tuple[str, np.ndarray]] = (),
     pictures: Path | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> EvalReport:
-    """Run the comparison on `data`'s `split` (tune settings on "val", report on "test"); see the module doc
-    for what is measured."""
-    from dataclasses import replace
-
+    """Run the comparison on `data`'s `split` (tune settings on "val", report on "test"), and the direction
+    check on `photos` with the same prior and settings; see the module doc for what is measured."""
     from .directions import image_plane_vector
-    from .distill import compose, distill, finished_layers
     from .errors import UsageError
+    from .pipeline import edit_settings
     from .priors import load_prior
     from .resample import resize
     from .templates import load_template
@@ -264,9 +270,10 @@ def evaluate(
         raise UsageError(f"'{data}' has no {split} split to evaluate on")
     cases = pick_cases(examples, limit, seed)
     spec = load_template(template)
-    settings = spec.defaults
-    settings = replace(settings, **{k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None})
+    settings = edit_settings(spec, steps, guidance)
     prior = load_prior(model, device=device)
+    if "direct" in methods and not hasattr(prior, "sample"):
+        raise UsageError(f"the direct-generation baseline samples the prior, which '{model}' can't do: only the built-in prior can")
 
     loaded = []
     for ex in cases:
@@ -306,14 +313,7 @@ def evaluate(
             elif m == "ground truth":
                 result = target.numpy()
             else:
-                full = base[None].to(prior.device)
-                size = prior.working_size(full.shape[-2], full.shape[-1])
-                low = resize(full, size)
-                cond = prior.condition(spec.render_prompt(ex.prompt), low, spec.negative_prompt)
-                gen = distill(low, spec.layers, prior, cond, settings, seed=seed + index)
-                with torch.no_grad():
-                    layers = finished_layers(gen(low), spec.layers, low, full)
-                    result = compose(full, spec.layers, layers)[0].clamp(0, 1).cpu().numpy()
+                result = _lasagna(prior, spec, settings, base.numpy(), ex.prompt, seed + index)
             outputs[m].append(result)
             seconds[m].append(time.perf_counter() - t0)
             done += 1
@@ -342,11 +342,31 @@ def evaluate(
         save_contact_sheet(loaded, outputs, methods, pictures)
     settings_record = {**asdict(settings), "direct_steps": direct_steps, "direct_guidance": direct_guidance, "seed": seed,
                        "limit": limit}
-    return EvalReport(
+    report = EvalReport(
         data=str(data), model=model, template=spec.name, cases=len(loaded), settings=settings_record, summary=summary,
         direction_cases=sum(1 for ex, *_ in loaded if image_plane_vector(ex.direction) != (0.0, 0.0)),
-        skipped_direction=skipped, seconds=time.perf_counter() - started, split=split, results=results,
+        skipped_direction=skipped, seconds=0.0, split=split, results=results,
     )
+    if photos:
+        report.photos = photo_directions(photos, prior=prior, spec=spec, settings=settings, seed=seed,
+                                         pictures=None if pictures is None else pictures / "photos", on_progress=on_progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _lasagna(prior: Prior, spec: EditSpec, settings: DistillSettings, picture: np.ndarray, prompt: str, seed: int) -> np.ndarray:
+    """What `lasagna shade` makes of `picture` ([3,H,W] in [0,1]): distilled at the prior's working size,
+    finished at full size and composed; as numpy on the CPU."""
+    from .distill import compose, distill, finished_layers
+    from .resample import resize
+
+    full = torch.from_numpy(np.ascontiguousarray(picture, dtype=np.float32))[None].to(prior.device)
+    low = resize(full, prior.working_size(full.shape[-2], full.shape[-1]))
+    cond = prior.condition(spec.render_prompt(prompt), low, spec.negative_prompt)
+    generator = distill(low, spec.layers, prior, cond, settings, seed=seed)
+    with torch.no_grad():
+        layers = finished_layers(generator(low), spec.layers, low, full)
+        return compose(full, spec.layers, layers)[0].clamp(0, 1).cpu().numpy()
 
 
 def summarise(results: Sequence[CaseResult], methods: Sequence[str]) -> dict[str, dict[str, float | None]]:
@@ -364,9 +384,8 @@ def summarise(results: Sequence[CaseResult], methods: Sequence[str]) -> dict[str
             "shading": float(np.mean([r.shading for r in rows])),
             # the unedited base changes nothing: its correlation is undefined, not "wrong"
             "direction_accuracy": None if m == "base" or not directional else float(np.mean([r > 0 for r in directional])),
-            # right AND visible: the change must also reach VISIBLE_SHADING, so that faint layers can't score
-            "visible_direction_accuracy": None if m == "base" or not directional else float(np.mean(
-                [r.direction_r > 0 and r.shading >= VISIBLE_SHADING for r in rows if r.direction_r is not None])),
+            "visible_direction_accuracy": None if m == "base" or not directional else visible_share(
+                [(r.direction_r, r.shading) for r in rows if r.direction_r is not None]),
             "seconds": float(np.mean([r.seconds for r in rows])),
         }
     return summary
@@ -396,37 +415,24 @@ def save_contact_sheet(loaded: Sequence[Any], outputs: dict[str, list[np.ndarray
 def photo_directions(
     photos: Sequence[tuple[str, np.ndarray]],
     *,
-    model: str = "builtin",
-    template: str = "shade",
+    prior: Prior,
+    spec: EditSpec,
+    settings: DistillSettings,
     directions: Sequence[str] = ("left", "right", "top", "bottom"),
     seed: int = 0,
-    device: str = "cpu",
     pictures: Path | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     """Direction accuracy on photos without ground truth: each photo ([3,H,W] in [0,1]) lit from each
-    direction through the full `run_edit`-equivalent path at the prior's working size; the whole picture is
-    the mask (objects are not segmented), positions relative to the picture's centre."""
+    direction the way `lasagna shade` does it; the whole picture is the mask (objects are not segmented),
+    positions relative to the picture's centre."""
     from .directions import PROMPTS, image_plane_vector
-    from .distill import compose, distill, finished_layers
-    from .priors import load_prior
-    from .resample import resize
-    from .templates import load_template
 
-    spec = load_template(template)
-    prior = load_prior(model, device=device)
     rows = []
     total, done = len(photos) * len(directions), 0
     for name, photo in photos:
-        full = torch.from_numpy(photo)[None].float()
-        size = prior.working_size(full.shape[-2], full.shape[-1])
-        low = resize(full, size)
         for d in directions:
-            cond = prior.condition(PROMPTS[d], low)
-            gen = distill(low, spec.layers, prior, cond, spec.defaults, seed=seed)
-            with torch.no_grad():
-                layers = finished_layers(gen(low), spec.layers, low, full)
-                out = compose(full, spec.layers, layers)[0].clamp(0, 1).numpy()
+            out = _lasagna(prior, spec, settings, photo, PROMPTS[d], seed)
             r = direction_correlation(out, photo, None, image_plane_vector(d))
             rows.append({"photo": name, "direction": d, "r": r, "shading": shading_strength(out, photo, np.ones(photo.shape[1:])),
                          "chroma_drift": chroma_drift(out, photo)})
@@ -439,7 +445,7 @@ def photo_directions(
             if on_progress:
                 on_progress(done, total, "photos")
     accuracy = float(np.mean([r["r"] > 0 for r in rows])) if rows else None
-    visible = float(np.mean([r["r"] > 0 and r["shading"] >= VISIBLE_SHADING for r in rows])) if rows else None
+    visible = visible_share([(r["r"], r["shading"]) for r in rows]) if rows else None
     return {"cases": len(rows), "direction_accuracy": accuracy, "visible_direction_accuracy": visible, "rows": rows}
 
 
@@ -519,5 +525,5 @@ def report_from_json(path: Path) -> EvalReport:
     data["summary"] = summarise(results, methods)
     photos = data.get("photos") or {}
     if photos.get("rows"):
-        photos["visible_direction_accuracy"] = float(np.mean([r["r"] > 0 and r["shading"] >= VISIBLE_SHADING for r in photos["rows"]]))
+        photos["visible_direction_accuracy"] = visible_share([(r["r"], r["shading"]) for r in photos["rows"]])
     return EvalReport(**data, results=results)

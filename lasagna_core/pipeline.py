@@ -85,7 +85,7 @@ def run_edit(
     if request.variations < 1:
         raise UsageError("--variations must be at least 1")
     spec = load_template(request.template)
-    settings = _settings(spec, request)
+    settings = edit_settings(spec, request.steps, request.guidance)
     doc = load(request.input, layer=request.layer, max_pixels=request.max_pixels)
     coverage = _coverage(doc, request.mask, request.max_pixels)
     for text in doc.notices:
@@ -133,8 +133,9 @@ def load_prior_for(request: EditRequest, spec: EditSpec | None = None) -> Prior:
                       precision=request.precision, **speed)
 
 
-def _settings(spec: EditSpec, request: EditRequest) -> DistillSettings:
-    overrides = {k: v for k, v in (("steps", request.steps), ("guidance", request.guidance)) if v is not None}
+def edit_settings(spec: EditSpec, steps: int | None = None, guidance: float | None = None) -> DistillSettings:
+    """The template's distillation defaults with the command line's --steps / --guidance, checked."""
+    overrides = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
     settings = replace(spec.defaults, **overrides)
     if settings.steps < 1:
         raise UsageError("--steps must be at least 1")

@@ -99,7 +99,6 @@ class PairSet:
     classes: Tensor
     mirrored: Tensor
     directions: list[str]
-    prompts: list[str]
 
 
 def load_pairs(examples: list[Example], size: int, directions: list[str] | None = None) -> PairSet:
@@ -125,7 +124,7 @@ def load_pairs(examples: list[Example], size: int, directions: list[str] | None 
     classes = torch.tensor([directions.index(e.direction) if e.direction in directions else -1 for e in examples])
     mirror = [mirror_direction(d, directions) for d in directions]
     mirrored = torch.tensor([mirror[c] if c >= 0 else -1 for c in classes.tolist()])
-    return PairSet(bases, targets, classes, mirrored, list(directions), [e.prompt for e in examples])
+    return PairSet(bases, targets, classes, mirrored, list(directions))
 
 
 def mirror_direction(direction: str, directions: list[str]) -> int:
@@ -302,7 +301,8 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
     out = Path(out)
     if out.suffix != ".safetensors":
         raise UsageError(f"--out must name a .safetensors file, not '{out}'")
-    train = load_pairs(read_manifest(data, "train"), config.size)
+    train_examples = read_manifest(data, "train")
+    train = load_pairs(train_examples, config.size)
     val_examples = read_manifest(data, "val")
     val = load_pairs(val_examples[:256], config.size, train.directions) if val_examples else None
     directions = train.directions
@@ -397,7 +397,7 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
         "learning_rate": config.learning_rate,
         "size": config.size,
         "train_pairs": n,
-        "train_scenes": len({e.scene for e in read_manifest(data, "train")}),
+        "train_scenes": len({e.scene for e in train_examples}),
         "wall_seconds": round(seconds, 1),
         "final_train_loss": float(np.mean(history["loss"][-50:])) if history["loss"] else None,
         "final_val_loss": history["val_loss"][-1] if history["val_loss"] else None,

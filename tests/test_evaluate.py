@@ -25,6 +25,7 @@ from lasagna_core.evaluate import (
     ssim,
     write_report,
 )
+from lasagna_core.errors import UsageError
 from lasagna_core.priors import builtin
 from tests.relight_data import make_manifest, tiny_unet
 
@@ -120,3 +121,41 @@ def test_eval_on_another_split(setup, tmp_path):
     for split, message in (("val", "has no val split"), ("everything", "split must be one of train, val, test, not 'everything'")):
         refused = CliRunner().invoke(app, ["eval", "--data", str(data), "--model", str(weights), "--split", split])
         assert refused.exit_code == 2 and message in refused.stderr and "Traceback" not in refused.output
+
+
+def test_photos_use_the_same_prior_and_settings(tmp_path):
+    """Photos go through the same path as the test cases (the eval's --steps included) and land in the report."""
+    four = ["left", "right", "top", "bottom"]
+    data = make_manifest(tmp_path / "data", scenes=1, size=16, directions=("left",))
+    torch.manual_seed(0)
+    weights = builtin.save_weights(builtin.new_unet(tiny_unet(16, 4)), tmp_path / "p.safetensors", directions=four,
+                                   scheduler_config=builtin.default_scheduler_config())
+    rng = np.random.default_rng(0)
+    photo = rng.uniform(0.2, 0.8, size=(3, 24, 40)).astype(np.float32)
+    report = evaluate(data, model=str(weights), limit=1, steps=2, methods=("base", "lasagna"), photos=[("noise", photo)],
+                      pictures=tmp_path / "pics")
+    rows = report.photos["rows"]
+    assert report.photos["cases"] == 4 and [r["direction"] for r in rows] == ["left", "right", "top", "bottom"]
+    assert all(r["photo"] == "noise" and np.isfinite(r["shading"]) for r in rows)
+    assert sorted(p.name for p in (tmp_path / "pics" / "photos").iterdir())[0] == "noise-bottom.png"
+    assert "Photos without ground truth (noise" in markdown_table(report)
+
+
+def test_bad_photo_path_fails_before_any_work(setup, tmp_path):
+    data, weights = setup
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["eval", "--data", str(data), "--model", str(weights), "--photo", str(tmp_path / "nope.png"),
+                                      "--out", str(out)])
+    assert result.exit_code == 1 and "nope.png" in result.stderr and "eval:" not in result.stderr
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_direct_baseline_needs_a_prior_that_samples(tmp_path):
+    from tests.tiny_sd import make_tiny_sd
+
+    data = make_manifest(tmp_path / "data", scenes=1, size=16, directions=("left",))
+    model = make_tiny_sd(tmp_path / "sd")
+    with pytest.raises(UsageError, match="only the built-in prior can"):
+        evaluate(data, model=str(model))
+    report = evaluate(data, model=str(model), steps=1, methods=("base", "lasagna"))
+    assert report.cases == 1 and "direct" not in report.summary
