@@ -651,7 +651,10 @@ def run_batch(
     items = plan(options, notices=notices)
     if options.ray is None:
         _check_devices(devices, options.edit.precision)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: can't create the output folder ({exc.strerror or exc})") from None
     log = _open_log(options.log)
     run = _Run(options, on_record, on_notice, log)
     run.summary.total = len(items)

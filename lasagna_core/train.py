@@ -478,9 +478,11 @@ def train_controlnet(model: str, data: Path, out: Path, config: ControlNetConfig
     from .priors.stable_diffusion import _load_folder, resolve_model_folder
     from .runtime import resolve_device
 
+    out = Path(out)
+    if out.exists() and not out.is_dir():  # checked before the model loads and the steps run, not when saving
+        raise UsageError(f"{out}: --out must be a folder for the ControlNet, and this is a file")
     _quiet_model_libraries()
     started = time.perf_counter()
-    out = Path(out)
     device = resolve_device(config.device)
     parts = _load_folder(resolve_model_folder(model), dtype=torch.float32)
     unet, vae, text_encoder, tokenizer = parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"]

@@ -430,3 +430,12 @@ def test_ray_local_instance(tiny_model: Path, tmp_path: Path, monkeypatch: pytes
     assert_clean(out)
     loads = int(stderr.split("model loaded ")[1].split("x")[0])
     assert "workers: ray:" in stderr and 1 <= loads <= 2  # once per Ray worker process (2 CPUs here), not per file
+
+
+def test_out_that_cannot_be_created_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "in" / "a.png")
+    (tmp_path / "file").write_text("x")
+    code, _, stderr = cli("batch", "shade", str(tmp_path / "in"), str(tmp_path / "file" / "out"), "-p", "x", "-m", str(tiny_model))
+    lines = stderr.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "can't create the output folder" in lines[0], stderr

@@ -101,3 +101,10 @@ def test_controlnet_loss_falls_on_a_fixed_batch_and_loads(data, tmp_path):
 
     prior = load_prior(str(sd), controlnet=str(tmp_path / "cn"), device="cpu")
     assert prior.controlnet is not None
+
+
+def test_controlnet_out_that_is_a_file_is_refused_before_loading(data, tmp_path):
+    (tmp_path / "cn").write_text("not a folder")
+    with pytest.raises(UsageError, match="--out must be a folder"):
+        train_controlnet(str(tmp_path / "no-such-model"), data, tmp_path / "cn", ControlNetConfig(steps=1, device="cpu"))
+    assert (tmp_path / "cn").read_text() == "not a folder"
