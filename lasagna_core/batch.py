@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .document import DEFAULT_MAX_PIXELS, PSD_SUFFIXES, RASTER_SUFFIXES
-from .errors import LasagnaError, ModelError, OutputError, UsageError
+from .errors import LasagnaError, ModelError, OutputError, UsageError, reason
 
 INPUT_SUFFIXES = tuple(sorted(set(RASTER_SUFFIXES + PSD_SUFFIXES)))
 """What a folder walk picks up (case-insensitively). Globs and path lists are taken as given."""
@@ -499,8 +499,7 @@ def process(
     except MemoryError:
         return failed("out of memory while editing this file"), False
     except Exception as exc:  # a bug, or a library failing on this file: isolated to it, reported in one line
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        return failed(f"internal error: {type(exc).__name__}{': ' + text if text else ''}"), False
+        return failed(f"internal error: {reason(exc, with_type=True)}"), False
     except BaseException:
         _undo(output, before, made)
         raise

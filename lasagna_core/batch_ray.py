@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import batch
-from .errors import UsageError
+from .errors import UsageError, reason
 
 CANCEL_WAIT_S = 20.0
 
@@ -51,8 +51,7 @@ def run_on_ray(
     try:
         ray.init(**kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"--ray {address or os.environ.get('RAY_ADDRESS', '')}: can't start or reach Ray ({reason})") from None
+        raise UsageError(f"--ray {address or os.environ.get('RAY_ADDRESS', '')}: can't start or reach Ray ({reason(exc)})") from None
     reinstall_signals()  # ray.init installs its own SIGTERM handler in the driver
     try:
         resources = ray.cluster_resources()
@@ -122,8 +121,7 @@ def _collect(ray: Any, run: Any, ref: Any, item: batch.WorkItem) -> None:
         result = ray.get(ref)
     except Exception as exc:  # the task's process died, or Ray could not run it
         batch.discard_partial(_path(item))
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        run.emit(batch.record(item.input, item.output, "failed", f"Ray task failed: {reason}", 0.0, item.seed))
+        run.emit(batch.record(item.input, item.output, "failed", f"Ray task failed: {reason(exc)}", 0.0, item.seed))
         return
     _report(run, result, item)
 

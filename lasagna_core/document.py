@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import DocumentError, ImageTooLargeError, LasagnaError, OutputError, UnsupportedDocumentError, UsageError
+from .errors import DocumentError, ImageTooLargeError, LasagnaError, OutputError, UnsupportedDocumentError, UsageError, reason
 from .layers import BlendMode, GroupNode, Node, PixelNode
 
 DEFAULT_MAX_PIXELS = 150_000_000
@@ -114,7 +114,7 @@ def open_psd(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
     except MemoryError:
         raise ImageTooLargeError(f"{path.name}: not enough memory to open this document") from None
     except Exception as exc:  # psd-tools raises struct.error, ValueError, EOFError, ... on damaged files
-        raise DocumentError(f"{path.name}: damaged or truncated Photoshop document ({_reason(exc)})") from None
+        raise DocumentError(f"{path.name}: damaged or truncated Photoshop document ({reason(exc, limit=160)})") from None
 
 
 def check_pixel_limit(path: Path, width: int, height: int, max_pixels: int) -> None:
@@ -216,7 +216,7 @@ def _decoding(path: Path) -> Iterator[None]:
         except Exception as exc:
             if PSDDecompressionWarning is not None and isinstance(exc, PSDDecompressionWarning):
                 raise DocumentError(f"{path.name}: damaged Photoshop document (pixel data that can't be decompressed)") from None
-            raise DocumentError(f"{path.name}: damaged or truncated Photoshop document ({_reason(exc)})") from None
+            raise DocumentError(f"{path.name}: damaged or truncated Photoshop document ({reason(exc, limit=160)})") from None
 
 
 def _load_psd(path: Path, *, layer: str | None, max_pixels: int) -> Document:
@@ -332,7 +332,7 @@ def _load_raster(path: Path, *, max_pixels: int) -> Document:
     except MemoryError:
         raise ImageTooLargeError(f"{path.name}: not enough memory to decode this image") from None
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... on damaged files
-        raise DocumentError(f"{path.name}: damaged or unreadable image ({_reason(exc)})") from None
+        raise DocumentError(f"{path.name}: damaged or unreadable image ({reason(exc, limit=160)})") from None
     color, alpha = _split_channels(array)
     return Document(
         path=path,
@@ -415,11 +415,6 @@ def _sniff(path: Path) -> str:
     return "psd" if magic == b"8BPS" else "raster"
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
-
-
 def flatten_layers(
     path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
@@ -489,7 +484,7 @@ def describe(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
     except DocumentError:
         raise
     except Exception as exc:
-        raise DocumentError(f"{path.name}: damaged or unreadable image ({_reason(exc)})") from None
+        raise DocumentError(f"{path.name}: damaged or unreadable image ({reason(exc, limit=160)})") from None
 
 
 def _describe_layer(layer: Any) -> dict[str, Any]:

@@ -35,3 +35,13 @@ class ModelError(LasagnaError):
 
 class DistillationError(LasagnaError):
     """The optimisation could not produce a usable layer (it kept diverging to NaN/Inf)."""
+
+
+def reason(exc: BaseException, *, with_type: bool = False, limit: int = 200) -> str:
+    """The first line of an exception's message, for a one-line error. The type's name stands in for an empty
+    message, or goes in front of it with `with_type` (for failures that are a library's, not the user's)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0][:limit] if lines else ""
+    if with_type or not text:
+        return f"{type(exc).__name__}: {text}".rstrip(": ")
+    return text

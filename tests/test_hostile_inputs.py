@@ -302,3 +302,13 @@ def test_mutated_psds_load_or_raise_only_lasagna_errors(data: bytes, suffix: str
             assert str(exc) and "\n" not in str(exc)  # one line, written for a person
             return
     assert doc.base.shape == (3, doc.height, doc.width) and np.isfinite(doc.base).all()
+
+
+def test_error_reason_is_one_short_line() -> None:
+    from lasagna_core.errors import reason
+
+    assert reason(ValueError("bad header\nTraceback-ish detail")) == "bad header"
+    assert reason(ValueError()) == "ValueError"
+    assert reason(KeyError("unet"), with_type=True) == "KeyError: 'unet'"
+    assert reason(RuntimeError(), with_type=True) == "RuntimeError"
+    assert reason(OSError("x" * 500)) == "x" * 200 and len(reason(OSError("y" * 500), limit=160)) == 160

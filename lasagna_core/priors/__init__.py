@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lasagna_core.errors import ModelError
+from lasagna_core.errors import ModelError, reason
 
 if TYPE_CHECKING:
     from lasagna_core.priors.base import Condition, Prior, sds_gradient
@@ -122,5 +122,4 @@ def pull_model(
             f"Model '{model_id}' was not found on the Hugging Face hub (or it is gated: log in with `hf auth login`)."
         ) from None
     except network_errors as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"Could not download '{model_id}': {reason}") from None
+        raise ModelError(f"Could not download '{model_id}': {reason(e)}") from None

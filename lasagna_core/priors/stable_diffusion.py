@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lasagna_core.errors import ModelError
+from lasagna_core.errors import ModelError, reason
 from lasagna_core.priors.base import Condition, Prior
 
 # Sub-folders of a diffusers Stable Diffusion folder that the prior needs, with their weight-file stems.
@@ -367,11 +367,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 def _load_folder(folder: Path, *, dtype: torch.dtype) -> dict[str, Any]:
     """unet, vae, text_encoder, tokenizer and the scheduler config from a diffusers SD folder."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -402,7 +397,7 @@ def _load_folder(folder: Path, *, dtype: torch.dtype) -> dict[str, Any]:
         try:
             return fn()
         except _LOAD_ERRORS as e:
-            raise ModelError(f"Could not load {sub} from '{folder}': {_first_line(e)}") from None
+            raise ModelError(f"Could not load {sub} from '{folder}': {reason(e, with_type=True)}") from None
 
     common = {"use_safetensors": True, "local_files_only": True}
     lean = {"low_cpu_mem_usage": _HAS_ACCELERATE}  # diffusers warns (and falls back) without accelerate
@@ -456,7 +451,7 @@ def _load_controlnet(controlnet: str, *, dtype: torch.dtype) -> Any:
             low_cpu_mem_usage=_HAS_ACCELERATE,
         )
     except _LOAD_ERRORS as e:
-        raise ModelError(f"Could not load the ControlNet from '{folder}': {_first_line(e)}") from None
+        raise ModelError(f"Could not load the ControlNet from '{folder}': {reason(e, with_type=True)}") from None
 
 
 def _load_tiny_autoencoder(vae: str, *, dtype: torch.dtype) -> Any:
@@ -476,7 +471,7 @@ def _load_tiny_autoencoder(vae: str, *, dtype: torch.dtype) -> Any:
             folder, torch_dtype=dtype, variant=variant, use_safetensors=True, local_files_only=True
         )
     except _LOAD_ERRORS as e:
-        raise ModelError(f"Could not load the tiny autoencoder from '{folder}': {_first_line(e)}") from None
+        raise ModelError(f"Could not load the tiny autoencoder from '{folder}': {reason(e, with_type=True)}") from None
 
 
 def _check_compatible(unet: Any, vae: Any, text_encoder: Any, controlnet: Any | None, source: str) -> None:
@@ -536,7 +531,7 @@ def infer_base_repo(path: Path) -> str:
     try:
         model_type = infer_diffusers_model_type(_CheckpointShapes(path))
     except _LOAD_ERRORS as e:
-        raise ModelError(f"'{path}' is not a readable safetensors checkpoint ({_first_line(e)}).") from None
+        raise ModelError(f"'{path}' is not a readable safetensors checkpoint ({reason(e, with_type=True)}).") from None
     if model_type not in ("v1", "v2"):
         raise ModelError(
             f"'{path}' looks like a '{model_type}' checkpoint; Lasagna's Stable Diffusion prior needs SD 1.x/2.x."
@@ -577,7 +572,7 @@ def _load_single_file(path: Path, *, config: str | None, dtype: torch.dtype) -> 
             requires_safety_checker=False,
         )
     except _LOAD_ERRORS as e:
-        raise ModelError(f"Could not load the single-file checkpoint '{path}': {_first_line(e)}") from None
+        raise ModelError(f"Could not load the single-file checkpoint '{path}': {reason(e, with_type=True)}") from None
     return {
         "unet": pipe.unet,
         "vae": pipe.vae,
