@@ -163,6 +163,45 @@ def test_shipped_weights_load_and_are_the_shade_default():
     assert load_template("shade").model == "builtin" and load_template("shade-divide").model == "builtin"
 
 
+def _unseen_scene(size: int, directions: list[str]):
+    """A sphere and a box on a table, built here (not in any training set), rendered flat and relit."""
+    import numpy as np
+
+    from lasagna_core.synth import render as R
+
+    def flat(rgb: tuple[float, float, float]) -> R.Texture:
+        return R.Texture("flat", np.array(rgb), np.zeros(3))
+
+    sphere = R.Primitive("sphere", np.array([-0.35, 0.1, 0.35]), np.eye(3), (0.35,), flat((0.8, 0.3, 0.2)), specular=0.2, shininess=30.0)
+    box = R.Primitive("box", np.array([0.45, -0.2, 0.2]), np.eye(3), (0.2, 0.25, 0.2), flat((0.2, 0.5, 0.8)), specular=0.1, shininess=20.0)
+    scene = R.Scene([sphere, box], "ground", flat((0.7, 0.65, 0.55)), ground_specular=0.02, ambient=0.3, key=0.9)
+    return R.render(scene, size, directions=directions)
+
+
+def test_shipped_prior_samples_keep_the_scene_and_light_it_from_the_asked_side():
+    """Direct generation with the shipped weights on an unseen scene: relit from the asked side, colours near
+    the scene's. Guards the x0 clipping: without it the high-noise DDIM steps turned whole pictures orange,
+    green or purple (mean chroma drift 56, PSNR 10 dB against the ground truth, vs 19 and 16.5 dB with it)."""
+    import numpy as np
+
+    from lasagna_core.evaluate import chroma_drift, direction_correlation, psnr
+
+    asked = {"left": (-1.0, 0.0), "top-right": (0.7071, 0.7071)}
+    rendered = _unseen_scene(32, list(asked))
+    prior = load_prior("builtin", device="cpu")
+    base = torch.from_numpy(rendered.base).permute(2, 0, 1)[None]
+    drift, gain, r = [], [], []
+    for seed in range(3):
+        out = prior.sample(base.expand(2, -1, -1, -1), list(asked), steps=50, generator=torch.Generator().manual_seed(seed)).numpy()
+        for sample, (direction, vector) in zip(out, asked.items()):
+            truth = rendered.targets[direction].transpose(2, 0, 1)
+            drift.append(chroma_drift(sample, base[0].numpy()))
+            gain.append(psnr(sample, truth))
+            r.append(direction_correlation(sample, base[0].numpy(), rendered.mask, vector))
+    assert np.mean(drift) < 30 and np.mean(gain) > 14
+    assert min(r) > 0.3
+
+
 @pytest.mark.parametrize("prompt, vector", [("light from the left", (-1.0, 0.0)), ("lit from the top right", (0.7071, 0.7071))])
 def test_shipped_prior_shades_from_the_asked_side(tmp_path, prompt, vector):
     """End to end with the shipped weights and the shade defaults, on a scene built here (not in any training
@@ -174,15 +213,8 @@ def test_shipped_prior_shades_from_the_asked_side(tmp_path, prompt, vector):
     from lasagna_cli.app import app
     from lasagna_core.document import load
     from lasagna_core.evaluate import direction_correlation, shading_strength
-    from lasagna_core.synth import render as R
 
-    def flat(rgb: tuple[float, float, float]) -> R.Texture:
-        return R.Texture("flat", np.array(rgb), np.zeros(3))
-
-    sphere = R.Primitive("sphere", np.array([-0.35, 0.1, 0.35]), np.eye(3), (0.35,), flat((0.8, 0.3, 0.2)), specular=0.2, shininess=30.0)
-    box = R.Primitive("box", np.array([0.45, -0.2, 0.2]), np.eye(3), (0.2, 0.25, 0.2), flat((0.2, 0.5, 0.8)), specular=0.1, shininess=20.0)
-    scene = R.Scene([sphere, box], "ground", flat((0.7, 0.65, 0.55)), ground_specular=0.02, ambient=0.3, key=0.9)
-    rendered = R.render(scene, 96, directions=["left"])
+    rendered = _unseen_scene(96, ["left"])
     Image.fromarray(np.round(rendered.base * 255).astype(np.uint8)).save(tmp_path / "scene.png")
 
     out = tmp_path / "shaded.psd"

@@ -255,7 +255,10 @@ class BuiltinPrior(Prior):
         [B,3,h,w] in [0,1] and one direction name each, with classifier-free guidance on the direction."""
         from diffusers import DDIMScheduler
 
-        scheduler = DDIMScheduler.from_config(self.scheduler_config, clip_sample=False)
+        # Clipping the x0 estimate to the image range keeps high-noise steps sane: with the cosine schedule
+        # alpha_bar is ~0 near t = T, where an eps-model's x0 = (x - sqrt(1 - a) eps) / sqrt(a) blows up its
+        # small errors into whole-picture colour casts.
+        scheduler = DDIMScheduler.from_config(self.scheduler_config, clip_sample=True)
         scheduler.set_timesteps(steps, device=self.device)
         b = base.shape[0]
         cond_base = self._hint(base, base.shape[-2:])
