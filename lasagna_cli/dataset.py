@@ -25,18 +25,21 @@ def synth(
     test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=0.99, help="Share of scenes in the held-out test split."),
     supersample: int = typer.Option(2, "--supersample", min=1, max=8, help="Rays per pixel along each axis (anti-aliasing and soft shadow edges)."),
     backdrop_fraction: float = typer.Option(0.0, "--backdrop-fraction", min=0.0, max=1.0, help="Share of scenes on a plain backdrop that no light reaches instead of a ground plane (both look alike in the flat base, so a mix leaves cast shadows ambiguous)."),
+    photo_like: float = typer.Option(0.0, "--photo-like", min=0.0, max=1.0, help="Share of scenes built to look like photos: a close-up or a clutter of objects, detailed textures, and a base already lit from a random direction."),
     workers: int = typer.Option(0, "--workers", "-j", min=0, help="Processes rendering in parallel; 0: one per CPU core (the files do not depend on it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder, replacing a data set already there."),
     json_output: bool = typer.Option(False, "--json", help="Print a summary as one JSON object on stdout."),
 ) -> None:
     """Render random primitives flat (the base) and under each named light direction, with shadows, as PNGs plus a manifest.jsonl that `lasagna train` reads."""
     from lasagna_core.synth.dataset import generate
+    from lasagna_core.synth.render import SceneMix
 
     workers = workers or _auto_workers(count)
     with _Progress() as on_progress:
         result = generate(
             out_dir, count=count, size=size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-            supersample=supersample, workers=workers, overwrite=overwrite, backdrop_fraction=backdrop_fraction,
+            supersample=supersample, workers=workers, overwrite=overwrite,
+            mix=SceneMix(backdrop=backdrop_fraction, photo_like=photo_like),
             on_progress=on_progress,
         )
     if json_output:

@@ -145,12 +145,34 @@ def test_backgrounds_receive_light_unless_a_backdrop_is_asked_for(tmp_path: Path
     never ambiguous in the data; --backdrop-fraction 1 puts every scene on a backdrop no light reaches."""
     generate(tmp_path / "ground", count=6, size=16)
     assert _background_changes(tmp_path / "ground") == [True] * 6
-    generate(tmp_path / "backdrop", count=6, size=16, backdrop_fraction=1.0)
+    generate(tmp_path / "backdrop", count=6, size=16, mix=R.SceneMix(backdrop=1.0))
     assert _background_changes(tmp_path / "backdrop") == [False] * 6
     info = json.loads((tmp_path / "backdrop" / "dataset.json").read_text())
     assert info["backdrop_fraction"] == 1.0
     with pytest.raises(UsageError, match="--backdrop-fraction"):
-        generate(tmp_path / "x", count=1, size=8, backdrop_fraction=1.5)
+        generate(tmp_path / "x", count=1, size=8, mix=R.SceneMix(backdrop=1.5))
+
+
+def test_photo_like_scenes_are_close_ups_or_clutters_with_a_lit_base(tmp_path: Path) -> None:
+    scenes = [R.random_scene(np.random.default_rng(index), R.SceneMix(photo_like=1.0)) for index in range(24)]
+    counts = [len(scene.primitives) for scene in scenes]
+    assert set(counts) <= {1, 4, 5, 6} and 1 in counts and max(counts) >= 4
+    assert all(scene.base_light is not None and scene.base_light[0] in DIRECTION_NAMES for scene in scenes)
+    kinds = [p.texture.kind for scene in scenes for p in scene.primitives] + [scene.background_texture.kind for scene in scenes]
+    assert kinds.count("fractal") > len(kinds) / 2 and "noise" not in kinds
+    for scene in scenes[:4]:
+        direction, share = scene.base_light
+        lit = R.render(scene, 16, directions=[direction])
+        scene.base_light = None
+        flat = R.render(scene, 16, directions=[direction])
+        # the base is the flat albedo moved `share` of the way toward the relit render, in linear light
+        want = (1 - share) * R._srgb_to_linear(flat.base) + share * R._srgb_to_linear(flat.targets[direction])
+        assert np.allclose(R._srgb_to_linear(lit.base), want, atol=2e-3)
+        assert np.abs(lit.base - flat.base).max() > 0.05
+    generate(tmp_path / "photo", count=4, size=16, mix=R.SceneMix(photo_like=1.0))
+    assert json.loads((tmp_path / "photo" / "dataset.json").read_text())["photo_like"] == 1.0
+    with pytest.raises(UsageError, match="--photo-like"):
+        generate(tmp_path / "x", count=1, size=8, mix=R.SceneMix(photo_like=-0.5))
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -255,9 +277,10 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     assert again.exit_code == 1 and again.stdout == ""
     assert again.stderr.count("\n") == 1 and "not empty" in again.stderr and "--overwrite" in again.stderr
 
-    plain = runner.invoke(app, ["dataset", "synth", str(out), "-n", "2", "-s", "16", "--overwrite", "-j", "1"], env={"NO_COLOR": "1"})
+    plain = runner.invoke(app, ["dataset", "synth", str(out), "-n", "2", "-s", "16", "--overwrite", "-j", "1", "--photo-like", "0.5"], env={"NO_COLOR": "1"})
     assert plain.exit_code == 0 and plain.stdout == "" and "wrote 2 scenes" in plain.stderr
     assert len(read_manifest(out / "manifest.jsonl")) == 20
+    assert json.loads((out / "dataset.json").read_text())["photo_like"] == 0.5
 
     bad = runner.invoke(app, ["dataset", "synth", str(tmp_path / "y"), "--val-fraction", "0.5", "--test-fraction", "0.5"], env={"NO_COLOR": "1"})
     assert bad.exit_code == 2 and "must leave scenes for training" in bad.stderr

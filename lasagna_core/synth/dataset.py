@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from .render import SceneMix
+
 from ..directions import DIRECTION_NAMES, DIRECTIONS, PROMPTS, parse_direction
 from ..errors import DocumentError, OutputError, UsageError
 
@@ -102,7 +104,7 @@ class RenderJob:
     size: int
     supersample: int
     directions: tuple[str, ...]
-    backdrop_fraction: float
+    mix: SceneMix
 
 
 def _write_chunk(job: RenderJob) -> int:
@@ -110,7 +112,7 @@ def _write_chunk(job: RenderJob) -> int:
     from .render import random_scene, render
 
     for index, sid in job.scenes:
-        scene = random_scene(scene_rng(job.seed, index), job.backdrop_fraction)
+        scene = random_scene(scene_rng(job.seed, index), job.mix)
         result = render(scene, job.size, supersample=job.supersample, directions=job.directions)
         _png(result.base, job.images / f"{sid}_base.png")
         _png(result.mask, job.images / f"{sid}_mask.png")
@@ -120,7 +122,7 @@ def _write_chunk(job: RenderJob) -> int:
 
 
 def _check(count: int, size: int, seed: int, val_fraction: float, test_fraction: float, supersample: int, workers: int,
-           directions: Sequence[str], backdrop_fraction: float) -> None:
+           directions: Sequence[str], mix: SceneMix) -> None:
     if count < 1:
         raise UsageError(f"--count must be at least 1, not {count}")
     if not 8 <= size <= 4096:
@@ -132,8 +134,9 @@ def _check(count: int, size: int, seed: int, val_fraction: float, test_fraction:
             raise UsageError(f"{name} must be at least 0 and below 1, not {value}")
     if val_fraction + test_fraction >= 1.0:
         raise UsageError(f"--val-fraction + --test-fraction must leave scenes for training (they add up to {val_fraction + test_fraction:g})")
-    if not 0.0 <= backdrop_fraction <= 1.0:
-        raise UsageError(f"--backdrop-fraction must be between 0 and 1, not {backdrop_fraction}")
+    for name, value in (("--backdrop-fraction", mix.backdrop), ("--photo-like", mix.photo_like)):
+        if not 0.0 <= value <= 1.0:
+            raise UsageError(f"{name} must be between 0 and 1, not {value}")
     if not 1 <= supersample <= 8:
         raise UsageError(f"--supersample must be between 1 and 8, not {supersample}")
     if workers < 1:
@@ -176,7 +179,7 @@ def generate(
     workers: int = 1,
     overwrite: bool = False,
     directions: Sequence[str] = DIRECTION_NAMES,
-    backdrop_fraction: float = 0.0,
+    mix: SceneMix = SceneMix(),
     on_progress: Progress | None = None,
 ) -> SynthResult:
     """Render `count` random scenes, each as a base and one relit picture per direction, and write the
@@ -187,14 +190,14 @@ def generate(
 
     out_dir = Path(out_dir)
     directions = tuple(directions)
-    _check(count, size, seed, val_fraction, test_fraction, supersample, workers, directions, backdrop_fraction)
+    _check(count, size, seed, val_fraction, test_fraction, supersample, workers, directions, mix)
     images = _prepare(out_dir, overwrite)
     started = time.perf_counter()
     ids = [scene_id(i, count) for i in range(count)]
     chunk = max(1, min(32, count // (workers * 8) or 1))
     jobs = [
         RenderJob(images, seed, tuple((i, ids[i]) for i in range(start, min(start + chunk, count))), size, supersample,
-                  directions, backdrop_fraction)
+                  directions, mix)
         for start in range(0, count, chunk)
     ]
     done = 0
@@ -230,7 +233,7 @@ def generate(
     split_counts = {s: splits.count(s) for s in SPLITS}
     info = {
         "generator": "lasagna dataset synth", "version": __version__, "count": count, "size": size, "seed": seed,
-        "supersample": supersample, "backdrop_fraction": backdrop_fraction, "val_fraction": val_fraction, "test_fraction": test_fraction,
+        "supersample": supersample, "backdrop_fraction": mix.backdrop, "photo_like": mix.photo_like, "val_fraction": val_fraction, "test_fraction": test_fraction,
         "splits": split_counts, "pairs": len(lines),
         "directions": {name: {"vector": list(DIRECTIONS[name]), "prompt": PROMPTS[name]} for name in directions},
         "render": {

@@ -10,6 +10,7 @@ Scene and camera
 
 Shading (linear light, encoded to sRGB at the end)
     base   = albedo * BASE_GAIN                           flat, no shading: the artist's colour layer
+             (photo-like scenes mix in a share of one relit render, like a photo's existing light)
     target = albedo * (ambient + key * diffuse * shadow) + key * specular * shadow
     with diffuse = max(n.l, 0) (Lambert), specular = ks * max(n.h, 0)^shininess (Blinn-Phong, white light,
     h = normalise(l + v), v = +z) and shadow = 0/1 from a shadow ray against every primitive (the plane
@@ -48,6 +49,7 @@ BASE_GAIN = 0.85
 SHADOW_OFFSET = 2e-3
 PRIMITIVES = ("sphere", "box", "cylinder", "capsule", "torus")
 TEXTURES = ("flat", "stripes", "checks", "noise")
+DETAILED_TEXTURES = ("flat", "stripes", "checks", "fractal")  # photo-like scenes: mostly 1/f noise, like real surfaces
 _F = np.float32
 
 
@@ -64,7 +66,7 @@ class Texture:
     frequency: float = 3.0
     axis: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0]))
     phase: float = 0.0
-    waves: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))  # direction xyz, frequency, phase
+    waves: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))  # direction xyz, frequency, phase (noise, fractal)
 
     def sample(self, p: np.ndarray) -> np.ndarray:
         """p: (3, N) positions -> (3, N) linear albedo."""
@@ -77,7 +79,7 @@ class Texture:
         elif self.kind == "checks":
             q = np.floor(p * _F(self.frequency) + _F(self.phase)).sum(axis=0)
             t = (np.mod(q, 2.0) == 0).astype(_F)
-        elif self.kind == "noise":
+        elif self.kind in ("noise", "fractal"):  # a sum of plane waves at amplitude 1/frequency
             acc = np.zeros(p.shape[1], _F)
             for wx, wy, wz, freq, phase in self.waves.astype(_F):
                 acc += np.sin(_F(2 * math.pi) * freq * (wx * p[0] + wy * p[1] + wz * p[2]) + phase) / freq
@@ -122,6 +124,20 @@ class Scene:
     ground_specular: float = 0.05
     ambient: float = 0.3
     key: float = 0.9
+    base_light: tuple[str, float] | None = None  # (direction, share): the base is lit that much from there
+
+
+@dataclass(frozen=True)
+class SceneMix:
+    """What share of random scenes take each variation (0 = none, the default data).
+
+    `backdrop`: a plain backdrop that no light reaches instead of the ground plane. `photo_like`: scenes built
+    to look more like photographs than primitives on a table: a close-up of one object filling most of the
+    frame or a clutter of four to six, detailed (fractal) textures, and a base that already carries some
+    light from a random direction, as every photo does, so the prior learns to relight what is lit already."""
+
+    backdrop: float = 0.0
+    photo_like: float = 0.0
 
 
 def half_height(kind: str, size: Sequence[float], rotation: np.ndarray) -> float:
@@ -177,8 +193,13 @@ def _unit(rng: np.random.Generator) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def random_texture(rng: np.random.Generator, *, ground: bool = False) -> Texture:
-    kind = str(rng.choice(TEXTURES, p=[0.4, 0.15, 0.2, 0.25] if ground else [0.35, 0.2, 0.2, 0.25]))
+def random_texture(rng: np.random.Generator, *, ground: bool = False, detailed: bool = False) -> Texture:
+    """Two colours in a pattern; `detailed` (photo-like scenes) mostly picks fractal noise: a dozen waves up
+    to ten times finer than "noise", which gives the busy, everywhere-textured look of real surfaces."""
+    if detailed:
+        kind = str(rng.choice(DETAILED_TEXTURES, p=[0.1, 0.1, 0.1, 0.7]))
+    else:
+        kind = str(rng.choice(TEXTURES, p=[0.4, 0.15, 0.2, 0.25] if ground else [0.35, 0.2, 0.2, 0.25]))
     sat, val = ((0.0, 0.45), (0.35, 0.9)) if ground else ((0.15, 0.9), (0.3, 0.95))
     hue = rng.uniform()
     c1 = _color(rng, sat, val, hue)
@@ -189,17 +210,28 @@ def random_texture(rng: np.random.Generator, *, ground: bool = False) -> Texture
     waves = np.zeros((0, 5))
     if kind == "noise":
         waves = np.array([[*_unit(rng), rng.uniform(1.0, 4.0), rng.uniform(0, 2 * math.pi)] for _ in range(4)])
+    elif kind == "fractal":
+        waves = np.array([[*_unit(rng), math.exp(rng.uniform(0.0, math.log(12.0))), rng.uniform(0, 2 * math.pi)] for _ in range(12)])
     freq = {"stripes": rng.uniform(2.0, 5.0), "checks": rng.uniform(3.0, 7.0)}.get(kind, 1.0)
     return Texture(kind, c1, c2, float(freq), _unit(rng), float(rng.uniform()), waves)
 
 
-def random_scene(rng: np.random.Generator, backdrop_fraction: float = 0.0) -> Scene:
-    """One to three random primitives with random textures on a ground plane, or, for `backdrop_fraction` of
-    the scenes, on a plain backdrop. A flat base can't show which of the two it is, so a prior trained on a
-    mix has to guess whether a cast shadow belongs on the background: the default keeps the data unambiguous."""
-    count = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
-    scale = {1: (0.3, 0.5), 2: (0.22, 0.38), 3: (0.18, 0.32)}[count]
-    spread = {1: 0.2, 2: 0.45, 3: 0.5}[count]
+def random_scene(rng: np.random.Generator, mix: SceneMix = SceneMix()) -> Scene:
+    """One to three random primitives with random textures on a ground plane, or, for `mix.backdrop` of the
+    scenes, on a plain backdrop. A flat base can't show which of the two it is, so a prior trained on a mix
+    has to guess whether a cast shadow belongs on the background: the default keeps the data unambiguous.
+    `mix.photo_like` of the scenes are a close-up or a clutter with detailed textures and a lit base (see
+    `SceneMix`). Each variation draws from `rng` only when asked for, so the default data stay as they were."""
+    photo = mix.photo_like > 0 and rng.uniform() < mix.photo_like
+    if photo and rng.uniform() < 0.35:  # a close-up: one object fills most of the frame
+        count, scale, spread = 1, (0.55, 0.9), 0.15
+    elif photo:  # a clutter of small things
+        count = int(rng.integers(4, 7))
+        scale, spread = (0.12, 0.3), 0.7
+    else:
+        count = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
+        scale = {1: (0.3, 0.5), 2: (0.22, 0.38), 3: (0.18, 0.32)}[count]
+        spread = {1: 0.2, 2: 0.45, 3: 0.5}[count]
     placed: list[tuple[float, float, float]] = []
     for _ in range(count):
         s = rng.uniform(*scale)
@@ -228,18 +260,21 @@ def random_scene(rng: np.random.Generator, backdrop_fraction: float = 0.0) -> Sc
         gap = 0.0 if rng.uniform() < 0.6 else rng.uniform(0.02, 0.15)
         z = half_height(kind, size, rotation) + gap
         primitives.append(Primitive(
-            kind, np.array([x, y, z]), rotation, size, random_texture(rng),
+            kind, np.array([x, y, z]), rotation, size, random_texture(rng, detailed=photo),
             specular=float(rng.uniform(0.05, 0.5)), shininess=float(rng.uniform(10.0, 80.0)),
         ))
-    background = "plain" if rng.uniform() < backdrop_fraction else "ground"
+    background = "plain" if rng.uniform() < mix.backdrop else "ground"
     if background == "ground":
-        texture = random_texture(rng, ground=True)
+        texture = random_texture(rng, ground=True, detailed=photo)
     else:
         texture = Texture("flat", _color(rng, (0.0, 0.5), (0.3, 0.95)), np.zeros(3))
-    return Scene(
+    scene = Scene(
         primitives, background, texture, ground_specular=float(rng.uniform(0.0, 0.1)),
         ambient=float(rng.uniform(0.25, 0.35)), key=float(rng.uniform(0.8, 1.0)),
     )
+    if photo:
+        scene.base_light = (str(rng.choice(DIRECTION_NAMES)), float(rng.uniform(0.3, 0.8)))
+    return scene
 
 
 # ------------------------------------------------------------------------------------------ intersection
@@ -546,10 +581,11 @@ def render(scene: Scene, size: int, *, supersample: int = 2, directions: Sequenc
     receives = on_object | (scene.background == "ground")  # the plain backdrop is never lit
     shaded = np.nonzero(receives)[0]
 
-    base_lin = albedo * _F(BASE_GAIN)
+    flat = albedo * _F(BASE_GAIN)
     n_s, ks_s, shin_s, albedo_s = normals[:, shaded], ks[shaded], shininess[shaded], albedo[:, shaded]
-    out_targets: dict[str, np.ndarray] = {}
-    for name in directions:
+
+    def lit(name: str) -> np.ndarray:
+        """(3, N) linear colour under the named direction's lights."""
         rig = light_rig(name)
         diffuse = np.zeros(shaded.size, _F)
         specular = np.zeros(shaded.size, _F)
@@ -564,11 +600,17 @@ def render(scene: Scene, size: int, *, supersample: int = 2, directions: Sequenc
             ndh = np.maximum(_dot(half, n_s[:, facing]), _F(1e-6))
             specular[facing] += _F(weight) * ks_s[facing] * np.exp(shin_s[facing] * np.log(ndh))
         vis = _visibility(scene, name, points, normals, receives, ss)[shaded]
-        lin = base_lin.copy()  # the plain backdrop keeps its base colour
+        lin = flat.copy()  # the plain backdrop keeps its base colour
         lin[:, shaded] = albedo_s * (_F(scene.ambient) + _F(scene.key) * diffuse * vis) + _F(scene.key) * specular * vis
-        out_targets[name] = _finish(lin, size, ss)
+        return lin
+
+    relit = {name: lit(name) for name in directions}
+    base_lin = flat
+    if scene.base_light is not None:
+        name, share = scene.base_light
+        base_lin = (1 - _F(share)) * flat + _F(share) * (relit[name] if name in relit else lit(name))
     mask = _box(on_object.astype(_F)[None], size, ss)[0]
-    return Render(_finish(base_lin, size, ss), mask, out_targets)
+    return Render(_finish(base_lin, size, ss), mask, {name: _finish(lin, size, ss) for name, lin in relit.items()})
 
 
 def _box(a: np.ndarray, size: int, ss: int) -> np.ndarray:
