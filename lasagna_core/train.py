@@ -209,6 +209,66 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, flat: dict[str, Tensor]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
+class TrainingRun:
+    """The bookkeeping both trainers share around their steps: resume from `OUT.ckpt/` only when it was made
+    for the same fingerprint (another model or set-up is refused, never silently mixed in), checkpoint every
+    `checkpoint_every` steps, at the last step and at the `max_minutes` deadline, and count wall time across
+    resumes. `modules` are saved and restored by name, with the optimizer and the batch generator's state."""
+
+    def __init__(self, out: Path, fingerprint: dict[str, Any], modules: dict[str, Any], optimizer: torch.optim.Optimizer,
+                 rng: torch.Generator, config: Any, history: dict[str, Any], started: float) -> None:
+        self.folder = checkpoint_dir(out)
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from state.json
+        self.modules, self.optimizer, self.rng, self.config = modules, optimizer, rng, config
+        self.history = history
+        self.started = started
+        self.step = 0
+        self.seconds_before = 0.0
+        self.deadline = None if config.max_minutes is None else started + 60 * config.max_minutes
+
+    @property
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.config.steps
+
+    def resume(self) -> None:
+        loaded = _load_checkpoint(self.folder, [*self.modules, "optimizer"]) if self.config.resume else None
+        if loaded is None:
+            return
+        tensors, state = loaded
+        if state.get("fingerprint") != self.fingerprint:
+            raise UsageError(f"checkpoint '{self.folder}' is for a different model or set-up; delete it or pass --no-resume")
+        for name, module in self.modules.items():
+            module.load_state_dict(tensors[name])
+        _restore_optimizer(self.optimizer, {k: v for k, v in tensors["optimizer"].items() if k != "rng"}, state["param_groups"])
+        self.rng.set_state(tensors["optimizer"]["rng"])
+        self.step, self.seconds_before, self.history = int(state["step"]), float(state["seconds"]), state["history"]
+
+    def save(self) -> None:
+        opt_flat, groups = _optimizer_tensors(self.optimizer)
+        opt_flat["rng"] = self.rng.get_state()
+        state = {"step": self.step, "seconds": self.seconds, "history": self.history, "param_groups": groups,
+                 "fingerprint": self.fingerprint, "config": asdict(self.config)}
+        _save_checkpoint(self.folder, {**{n: m.state_dict() for n, m in self.modules.items()}, "optimizer": opt_flat}, state)
+
+    def step_done(self, loss: float, on_checkpoint: Callable[[], None] | None = None) -> bool:
+        """Record a finished step's loss and checkpoint when due (`on_checkpoint` first, e.g. a validation
+        loss); True when the run must stop now (finished, or past the deadline, checkpointed)."""
+        self.step += 1
+        self.history["loss"].append(loss)
+        if self.step % self.config.checkpoint_every == 0 or self.finished:
+            if on_checkpoint is not None:
+                on_checkpoint()
+            self.save()
+        if not self.finished and self.deadline is not None and time.perf_counter() > self.deadline:
+            self.save()
+            return True
+        return self.finished
+
+
 def learning_rate_at(step: int, steps: int, peak: float, warmup: int) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak."""
     if step < warmup:
@@ -290,6 +350,7 @@ class BuiltinConfig:
     resume: bool = True
     overfit_one_batch: bool = False  # same batch, noise and t every step (tests, debugging)
     unet: dict[str, Any] | None = None  # architecture override (default: builtin.default_unet_config)
+    init: str | None = None  # fine-tune: start from this prior ("builtin" or a weights file), its architecture and directions
 
 
 def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: ProgressCallback | None = None) -> TrainResult:
@@ -301,15 +362,26 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
     out = Path(out)
     if out.suffix != ".safetensors":
         raise UsageError(f"--out must name a .safetensors file, not '{out}'")
+    start = _initial_prior(config.init, config.size) if config.init is not None else None
     train_examples = read_manifest(data, "train")
-    train = load_pairs(train_examples, config.size)
+    if start is not None:
+        unknown = sorted({e.direction for e in train_examples} - set(start.directions))
+        if unknown:
+            raise UsageError(f"--init '{config.init}' was not trained for the data's direction(s) {', '.join(unknown)}")
+    train = load_pairs(train_examples, config.size, None if start is None else start.directions)
     val_examples = read_manifest(data, "val")
     val = load_pairs(val_examples[:256], config.size, train.directions) if val_examples else None
     directions = train.directions
-    unet_config = config.unet or builtin.default_unet_config(config.size, len(directions))
-    sched_config = builtin.default_scheduler_config()
+    if start is not None:
+        unet_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(start.unet.config).items() if not k.startswith("_")}
+        sched_config = start.scheduler_config
+    else:
+        unet_config = config.unet or builtin.default_unet_config(config.size, len(directions))
+        sched_config = builtin.default_scheduler_config()
     torch.manual_seed(config.seed)
     model = builtin.new_unet(unet_config)
+    if start is not None:
+        model.load_state_dict(start.unet.state_dict())
     ema = builtin.new_unet(unet_config)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -319,45 +391,30 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
     scheduler = DDPMScheduler.from_config(sched_config)
     alphas = scheduler.alphas_cumprod.float()
     rng = torch.Generator().manual_seed(config.seed)
-    history: dict[str, Any] = {"loss": [], "val_step": [], "val_loss": []}
-    step, seconds_before = 0, 0.0
-    fingerprint = {"unet": unet_config, "directions": directions, "size": config.size, "data": str(Path(data).resolve())}
-
-    ckpt = checkpoint_dir(out)
-    if config.resume:
-        loaded = _load_checkpoint(ckpt, ["model", "ema", "optimizer"])
-        if loaded is not None:
-            tensors, state = loaded
-            if state.get("fingerprint", {}).get("unet") != unet_config or state["fingerprint"]["directions"] != directions:
-                raise UsageError(f"checkpoint '{ckpt}' is for a different model or data; delete it or pass --no-resume")
-            model.load_state_dict(tensors["model"])
-            ema.load_state_dict(tensors["ema"])
-            opt_flat = {k: v for k, v in tensors["optimizer"].items() if k != "rng"}
-            _restore_optimizer(optimizer, opt_flat, state["param_groups"])
-            rng.set_state(tensors["optimizer"]["rng"])
-            step, seconds_before, history = int(state["step"]), float(state["seconds"]), state["history"]
+    init = None if start is None else {"model": config.init, "sha256": builtin.sha256_of(start.weights)}
+    run = TrainingRun(out, {"unet": unet_config, "directions": directions, "size": config.size, "init": init},
+                      {"model": model, "ema": ema}, optimizer, rng, config,
+                      {"loss": [], "val_step": [], "val_loss": []}, started)
+    run.resume()
 
     n = train.bases.shape[0]
     fixed: dict[str, Tensor] | None = None
     val_batch = _fixed_val_batch(val, alphas) if val is not None else None
 
-    def save_checkpoint() -> None:
-        opt_flat, groups = _optimizer_tensors(optimizer)
-        opt_flat["rng"] = rng.get_state()
-        state = {"step": step, "seconds": seconds_before + time.perf_counter() - started, "history": history,
-                 "param_groups": groups, "fingerprint": fingerprint, "config": asdict(config)}
-        _save_checkpoint(ckpt, {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt_flat}, state)
+    def validate() -> None:
+        if val_batch is not None:
+            run.history["val_step"].append(run.step)
+            run.history["val_loss"].append(_val_loss(ema, val_batch))
 
     model.train()
-    deadline = None if config.max_minutes is None else started + 60 * config.max_minutes
-    while step < config.steps:
+    while not run.finished:
         if config.overfit_one_batch and fixed is not None:
             batch = fixed
         else:
             batch = _builtin_batch(train, config, alphas, rng, n)
             if config.overfit_one_batch:
                 fixed = batch
-        lr = learning_rate_at(step, config.steps, config.learning_rate, config.warmup)
+        lr = learning_rate_at(run.step, config.steps, config.learning_rate, config.warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr
         pred = model(batch["input"], batch["t"], class_labels=batch["classes"], return_dict=False)[0]
@@ -367,29 +424,21 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         with torch.no_grad():
-            decay = min(config.ema, (1 + step) / (10 + step))
+            decay = min(config.ema, (1 + run.step) / (10 + run.step))
             for e, p in zip(ema.parameters(), model.parameters()):
                 e.mul_(decay).add_(p.detach(), alpha=1 - decay)
-        step += 1
         value = float(loss.item())
         if not math.isfinite(value):
             from .errors import DistillationError
 
-            raise DistillationError(f"training diverged (loss {value}) at step {step}; lower --lr")
-        history["loss"].append(value)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            if val_batch is not None:
-                history["val_step"].append(step)
-                history["val_loss"].append(_val_loss(ema, val_batch))
-            save_checkpoint()
+            raise DistillationError(f"training diverged (loss {value}) at step {run.step + 1}; lower --lr")
+        stop = run.step_done(value, validate)
         if on_progress is not None:
-            on_progress(TrainStep(step, config.steps, value, lr, seconds_before + time.perf_counter() - started))
-        if deadline is not None and time.perf_counter() > deadline and step < config.steps:
-            save_checkpoint()
+            on_progress(TrainStep(run.step, config.steps, value, lr, run.seconds))
+        if stop:
             break
 
-    seconds = seconds_before + time.perf_counter() - started
-    finished = step >= config.steps
+    seconds, finished, step, history = run.seconds, run.finished, run.step, run.history
     curve = draw_loss_curve(history, out.with_suffix(".loss.png"), f"built-in prior: loss, {step} steps")
     training = {
         "steps": step,
@@ -401,6 +450,7 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
         "wall_seconds": round(seconds, 1),
         "final_train_loss": float(np.mean(history["loss"][-50:])) if history["loss"] else None,
         "final_val_loss": history["val_loss"][-1] if history["val_loss"] else None,
+        "init": init,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "finished": finished,
@@ -408,6 +458,29 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
     if finished or not out.exists():
         builtin.save_weights(ema, out, directions=directions, scheduler_config=sched_config, training=training)
     return TrainResult(out, step, config.steps, seconds, finished, curve, {**history, "training": training})
+
+
+@dataclass
+class _StartingPoint:
+    """What a fine-tune takes from the prior it starts from."""
+
+    unet: Any
+    directions: list[str]
+    scheduler_config: dict[str, Any]
+    weights: Path
+
+
+def _initial_prior(model: str, size: int) -> _StartingPoint:
+    """The prior a fine-tune starts from (SHA-256 checked like any load), at the training resolution."""
+    from .priors import builtin
+
+    threads = torch.get_num_threads()
+    prior = builtin.BuiltinPrior.load(model)
+    torch.set_num_threads(threads)  # loading pins inference to one thread; training keeps the user's choice
+    if prior.resolution != size:
+        raise UsageError(f"--init '{model}' works at {prior.resolution} px; train it at --size {prior.resolution}, not {size}")
+    weights = builtin.shipped_weights() if builtin.is_builtin_name(model) else Path(model).expanduser()
+    return _StartingPoint(prior.unet, prior.directions, prior.scheduler_config, weights)
 
 
 def _builtin_batch(pairs: PairSet, config: BuiltinConfig, alphas: Tensor, rng: torch.Generator, n: int) -> dict[str, Tensor]:
@@ -505,18 +578,10 @@ def train_controlnet(model: str, data: Path, out: Path, config: ControlNetConfig
     controlnet.train()
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate, weight_decay=0.0)
     rng = torch.Generator().manual_seed(config.seed)
-    history: dict[str, Any] = {"loss": []}
-    step, seconds_before = 0, 0.0
-    ckpt = checkpoint_dir(out)
-    if config.resume:
-        loaded = _load_checkpoint(ckpt, ["controlnet", "optimizer"])
-        if loaded is not None:
-            tensors, state = loaded
-            controlnet.load_state_dict(tensors["controlnet"])
-            opt_flat = {k: v for k, v in tensors["optimizer"].items() if k != "rng"}
-            _restore_optimizer(optimizer, opt_flat, state["param_groups"])
-            rng.set_state(tensors["optimizer"]["rng"])
-            step, seconds_before, history = int(state["step"]), float(state["seconds"]), state["history"]
+    unet_config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    run = TrainingRun(out, {"unet": unet_config, "size": size, "prediction": prediction}, {"controlnet": controlnet},
+                      optimizer, rng, config, {"loss": []}, started)
+    run.resume()
 
     text_cache: dict[str, Tensor] = {}
 
@@ -545,16 +610,8 @@ def train_controlnet(model: str, data: Path, out: Path, config: ControlNetConfig
         goal = noise if prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * latents
         return {"noisy": noisy, "t": t, "text": embed(prompts), "hint": hint, "goal": goal}
 
-    def save_checkpoint() -> None:
-        opt_flat, groups = _optimizer_tensors(optimizer)
-        opt_flat["rng"] = rng.get_state()
-        state = {"step": step, "seconds": seconds_before + time.perf_counter() - started, "history": history,
-                 "param_groups": groups, "config": asdict(config)}
-        _save_checkpoint(ckpt, {"controlnet": controlnet.state_dict(), "optimizer": opt_flat}, state)
-
     fixed = None
-    deadline = None if config.max_minutes is None else started + 60 * config.max_minutes
-    while step < config.steps:
+    while not run.finished:
         batch = fixed if fixed is not None else make_batch()
         if config.overfit_one_batch:
             fixed = batch
@@ -567,19 +624,26 @@ def train_controlnet(model: str, data: Path, out: Path, config: ControlNetConfig
         loss.backward()
         torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
         optimizer.step()
-        step += 1
-        history["loss"].append(float(loss.item()))
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save_checkpoint()
+        stop = run.step_done(float(loss.item()))
         if on_progress is not None:
-            on_progress(TrainStep(step, config.steps, history["loss"][-1], config.learning_rate,
-                                  seconds_before + time.perf_counter() - started))
-        if deadline is not None and time.perf_counter() > deadline and step < config.steps:
-            save_checkpoint()
+            on_progress(TrainStep(run.step, config.steps, run.history["loss"][-1], config.learning_rate, run.seconds))
+        if stop:
             break
 
-    seconds = seconds_before + time.perf_counter() - started
-    finished = step >= config.steps
-    controlnet.save_pretrained(str(out), safe_serialization=True)
-    curve = draw_loss_curve(history, out / "loss.png", f"ControlNet: loss, {step} steps")
-    return TrainResult(out, step, config.steps, seconds, finished, curve, history)
+    _save_controlnet(controlnet, out)
+    curve = draw_loss_curve(run.history, out / "loss.png", f"ControlNet: loss, {run.step} steps")
+    return TrainResult(out, run.step, config.steps, run.seconds, run.finished, curve, run.history)
+
+
+def _save_controlnet(controlnet: Any, out: Path) -> None:
+    """`save_pretrained` into a staging folder beside `out`, then each file into place (config.json last): a
+    crash never leaves a half-written file where `--controlnet` loads it, and other files in `out` stay."""
+    import shutil
+
+    staging = out.with_name(out.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    controlnet.save_pretrained(str(staging), safe_serialization=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(staging.iterdir(), key=lambda p: p.name == "config.json"):
+        path.replace(out / path.name)
+    staging.rmdir()

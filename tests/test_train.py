@@ -79,6 +79,27 @@ def test_builtin_resume_continues_exactly(data, tmp_path):
         train_builtin(data, tmp_path / "b.safetensors", _config(unet={**tiny_unet(SIZE, 3), "block_out_channels": [8, 16, 16]}))
 
 
+def test_builtin_fine_tune_starts_from_the_given_prior(data, tmp_path):
+    from lasagna_core.priors.builtin import sha256_of
+
+    start = train_builtin(data, tmp_path / "start.safetensors", _config()).output
+    # at learning rate 0 a fine-tune writes back the weights it started from (up to the EMA's rounding)
+    still = train_builtin(data, tmp_path / "still.safetensors", _config(learning_rate=0.0, unet=None, init=str(start)))
+    a, b = BuiltinPrior.load(str(start)), BuiltinPrior.load(str(still.output))
+    for (k, x), (_, y) in zip(a.unet.state_dict().items(), b.unet.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), k
+    assert b.training["init"] == {"model": str(start), "sha256": sha256_of(start)}
+    with pytest.raises(UsageError, match="--init"):  # data with a direction the prior has no class for
+        train_builtin(make_manifest(tmp_path / "more", directions=("left", "bottom"), size=SIZE),
+                      tmp_path / "more.safetensors", _config(unet=None, init=str(start)))
+    with pytest.raises(UsageError, match="--size 16"):
+        train_builtin(data, tmp_path / "big.safetensors", _config(unet=None, size=32, init=str(start)))
+    first = train_builtin(data, tmp_path / "c.safetensors", _config(unet=None, init=str(start), max_minutes=0.0))
+    assert not first.finished
+    with pytest.raises(UsageError, match="different model"):  # resuming it from scratch would mix two runs
+        train_builtin(data, tmp_path / "c.safetensors", _config())
+
+
 def test_train_builtin_command(data, tmp_path):
     out = tmp_path / "cli.safetensors"
     result = CliRunner().invoke(app, ["train", "builtin", "--data", str(data), "--out", str(out), "--steps", "2",
@@ -108,3 +129,18 @@ def test_controlnet_out_that_is_a_file_is_refused_before_loading(data, tmp_path)
     with pytest.raises(UsageError, match="--out must be a folder"):
         train_controlnet(str(tmp_path / "no-such-model"), data, tmp_path / "cn", ControlNetConfig(steps=1, device="cpu"))
     assert (tmp_path / "cn").read_text() == "not a folder"
+
+
+def test_controlnet_resume_refuses_a_checkpoint_of_another_model(data, tmp_path):
+    eps, v = make_tiny_sd(tmp_path / "eps"), make_tiny_sd(tmp_path / "v", prediction_type="v_prediction")
+    (tmp_path / "cn").mkdir()
+    (tmp_path / "cn" / "notes.txt").write_text("mine")
+    first = train_controlnet(str(eps), data, tmp_path / "cn", ControlNetConfig(steps=3, batch_size=1, device="cpu", max_minutes=0.0))
+    assert not first.finished and first.steps_done == 1 and checkpoint_dir(tmp_path / "cn").is_dir()
+    with pytest.raises(UsageError, match="different model"):
+        train_controlnet(str(v), data, tmp_path / "cn", ControlNetConfig(steps=3, batch_size=1, device="cpu"))
+    done = train_controlnet(str(eps), data, tmp_path / "cn", ControlNetConfig(steps=3, batch_size=1, device="cpu"))
+    assert done.finished and done.steps_done == 3 and len(done.history["loss"]) == 3
+    # saved by swapping finished files in: nothing staged is left, the user's own file stays
+    assert sorted(p.name for p in (tmp_path / "cn").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors", "loss.png", "notes.txt"]
+    assert not (tmp_path / "cn.tmp").exists()
