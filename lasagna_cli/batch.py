@@ -15,7 +15,7 @@ from typer.core import TyperCommand
 
 from lasagna_core.document import DEFAULT_MAX_PIXELS
 
-from .console import notice, print_json, stderr, user_errors
+from .console import notice, print_json, progress_bar, stderr, user_errors
 
 _RAY_WORDS = ("auto", "local")
 
@@ -112,6 +112,7 @@ class _Reporter:
 
     def __init__(self, *, json_output: bool, quiet: bool):
         self.json_output, self.quiet = json_output, quiet
+        self.context: Any = None
         self.bar: Any = None
         self.task: Any = None
         self.summary: Any = None
@@ -120,14 +121,12 @@ class _Reporter:
         return self
 
     def start(self, total: int) -> None:
-        if not stderr.is_terminal or total == 0:
+        if total == 0:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("batch"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TimeRemainingColumn(), console=stderr, transient=True)
-        self.bar.__enter__()
-        self.task = self.bar.add_task("batch", total=total)
+        self.context = progress_bar(elapsed=True)
+        self.bar = self.context.__enter__()
+        if self.bar is not None:
+            self.task = self.bar.add_task("batch", total=total)
 
     def record(self, rec: dict[str, Any]) -> None:
         if self.json_output:
@@ -153,8 +152,8 @@ class _Reporter:
             notice(text)
 
     def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
+        if self.context is not None:
+            self.context.__exit__(*exc)
 
 
 def _print_summary(summary: Any, log: Path | None) -> None:

@@ -26,6 +26,25 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+@contextmanager
+def progress_bar(*, loss: bool = False, elapsed: bool = False) -> Iterator[Any]:
+    """A transient rich Progress on stderr when it is a terminal (and TERM isn't dumb), else None: pipes and
+    logs get no bar. Columns: the task's description, bar, done/total, optionally a `loss` field and the
+    elapsed time, then the time remaining. rich is imported only here, when a bar is drawn."""
+    if not stderr.is_terminal or os.environ.get("TERM") == "dumb":
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if loss:
+        columns.append(TextColumn("loss {task.fields[loss]}"))
+    if elapsed:
+        columns.append(TimeElapsedColumn())
+    with Progress(*columns, TimeRemainingColumn(), console=stderr, transient=True) as bar:
+        yield bar
+
+
 def notice(text: str) -> None:
     stderr.print(f"[yellow]note:[/] {text}", markup=True, soft_wrap=True)
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from .console import guarded, print_json, stderr
+from .console import guarded, print_json, progress_bar, stderr
 
 dataset_app = typer.Typer(help="Make relighting training data (synthetic scenes rendered under named light directions).", no_args_is_help=True)
 
@@ -35,12 +34,13 @@ def synth(
     from lasagna_core.synth.render import SceneMix
 
     workers = workers or _auto_workers(count)
-    with _Progress() as on_progress:
+    with progress_bar() as bar:
+        task = bar.add_task("rendering scenes", total=None) if bar is not None else None
         result = generate(
             out_dir, count=count, size=size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
             supersample=supersample, workers=workers, overwrite=overwrite,
             mix=SceneMix(backdrop=backdrop_fraction, photo_like=photo_like),
-            on_progress=on_progress,
+            on_progress=None if bar is None else lambda done, total: bar.update(task, completed=done, total=total),
         )
     if json_output:
         print_json(result.as_dict())
@@ -60,26 +60,3 @@ def _auto_workers(count: int) -> int:
         cores = os.cpu_count() or 1
     return max(1, min(cores, 8, count // 64))
 
-
-class _Progress:
-    """A rich progress bar on stderr when it is a terminal; nothing in pipes and logs."""
-
-    def __enter__(self) -> Any:
-        self.bar = None
-        if not stderr.is_terminal or os.environ.get("TERM") == "dumb":
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("rendering scenes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            console=stderr, transient=True)
-        self.bar.__enter__()
-        self.task = self.bar.add_task("render", total=None)
-        return self.update
-
-    def update(self, done: int, total: int) -> None:
-        assert self.bar is not None
-        self.bar.update(self.task, completed=done, total=total)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)

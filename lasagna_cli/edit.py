@@ -10,7 +10,7 @@ import typer
 
 from lasagna_core.document import DEFAULT_MAX_PIXELS
 
-from .console import notice, print_json, stderr, user_errors
+from .console import notice, print_json, progress_bar, stderr, user_errors
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -76,21 +76,13 @@ def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 class _progress:
-    """A rich progress bar (step, loss, ETA) on a TTY; nothing at all in pipes and logs."""
+    """A progress bar (step, loss, ETA) per variation on a TTY; nothing at all in pipes and logs."""
 
     def __enter__(self) -> Callable[[Any, int, int], None] | None:
-        if not stderr.is_terminal:
-            self.bar = None
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=stderr, transient=True,
-        )
-        self.bar.__enter__()
+        self.context = progress_bar(loss=True)
+        self.bar = self.context.__enter__()
         self.task = None
-        return self.update
+        return None if self.bar is None else self.update
 
     def update(self, info: Any, index: int, variations: int) -> None:
         assert self.bar is not None
@@ -102,5 +94,4 @@ class _progress:
         self.bar.update(self.task, completed=info.step, loss=loss)
 
     def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
+        self.context.__exit__(*exc)

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from .console import guarded, print_json, stderr
+from .console import guarded, print_json, progress_bar, stderr
 
 train_app = typer.Typer(help="Train a relighting prior on a manifest (see `lasagna dataset synth`).", no_args_is_help=True)
 
@@ -104,19 +104,16 @@ def _report(result: Any, json_output: bool) -> None:
 @contextmanager
 def _progress(label: str, log_every: int) -> Iterator[Callable[[Any], None]]:
     """A rich progress bar on a terminal; otherwise one plain line every `log_every` steps (for nohup logs)."""
-    if not stderr.is_terminal:
-        def line(info: Any) -> None:
-            if info.step % log_every == 0 or info.step == info.steps:
-                eta = info.seconds / max(info.step, 1) * (info.steps - info.step)
-                stderr.print(f"step {info.step}/{info.steps} loss {info.loss:.4f} lr {info.learning_rate:.2e} "
-                             f"elapsed {info.seconds / 60:.1f} min eta {eta / 60:.1f} min", soft_wrap=True)
+    with progress_bar(loss=True) as bar:
+        if bar is None:
+            def line(info: Any) -> None:
+                if info.step % log_every == 0 or info.step == info.steps:
+                    eta = info.seconds / max(info.step, 1) * (info.steps - info.step)
+                    stderr.print(f"step {info.step}/{info.steps} loss {info.loss:.4f} lr {info.learning_rate:.2e} "
+                                 f"elapsed {info.seconds / 60:.1f} min eta {eta / 60:.1f} min", soft_wrap=True)
 
-        yield line
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                  TimeRemainingColumn(), console=stderr, transient=True) as bar:
+            yield line
+            return
         task = bar.add_task(label, total=None, loss="-")
 
         def update(info: Any) -> None:
