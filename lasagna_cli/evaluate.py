@@ -22,6 +22,7 @@ def eval_command(
     guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="SDS guidance (default: the template's)."),
     direct_steps: int = typer.Option(50, "--direct-steps", min=1, help="DDIM steps of the direct-generation baseline."),
     direct_guidance: float = typer.Option(3.0, "--direct-guidance", min=0.0, help="Guidance of the direct-generation baseline."),
+    direct: bool = typer.Option(True, "--direct/--no-direct", help="Run the direct-generation baseline (it samples the prior: built-in prior only)."),
     photos: list[Path] = typer.Option([], "--photo", help="Also measure direction accuracy on this photo (no ground truth). Repeatable."),
     skimage_photos: bool = typer.Option(False, "--skimage-photos", help="Also use scikit-image's bundled sample photos (pip install 'lasagna[eval]')."),
     pictures: Optional[Path] = typer.Option(None, "--pictures", help="Folder for contact sheets (base | GT | Lasagna | direct) to look at."),
@@ -30,13 +31,13 @@ def eval_command(
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
 ) -> None:
     """Measure relighting quality: PSNR/SSIM vs ground truth, chroma drift, edge similarity, direction accuracy."""
-    from lasagna_core.evaluate import evaluate, markdown_table, write_report
+    from lasagna_core.evaluate import METHODS, evaluate, markdown_table, write_report
 
     named = [(p.stem, _load(p)) for p in photos] + (_skimage_photos() if skimage_photos else [])  # a bad path fails first
     report = evaluate(
         data, model=model, template=template, limit=limit, split=split, seed=seed, steps=steps, guidance=guidance,
         direct_steps=direct_steps, direct_guidance=direct_guidance, device=device, photos=named, pictures=pictures,
-        on_progress=_progress,
+        methods=METHODS if direct else tuple(m for m in METHODS if m != "direct"), on_progress=_progress,
     )
     for path in out:
         write_report(report, path)

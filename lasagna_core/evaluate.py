@@ -273,7 +273,7 @@ def evaluate(
     settings = edit_settings(spec, steps, guidance)
     prior = load_prior(model, device=device)
     if "direct" in methods and not hasattr(prior, "sample"):
-        raise UsageError(f"the direct-generation baseline samples the prior, which '{model}' can't do: only the built-in prior can")
+        raise UsageError(f"the direct-generation baseline samples the prior, which '{model}' can't do: only the built-in prior can (pass --no-direct)")
 
     loaded = []
     for ex in cases:

@@ -159,3 +159,8 @@ def test_direct_baseline_needs_a_prior_that_samples(tmp_path):
         evaluate(data, model=str(model))
     report = evaluate(data, model=str(model), steps=1, methods=("base", "lasagna"))
     assert report.cases == 1 and "direct" not in report.summary
+    refused = CliRunner().invoke(app, ["eval", "--data", str(data), "--model", str(model), "--steps", "1"])
+    assert refused.exit_code == 2 and "--no-direct" in refused.stderr and "Traceback" not in refused.output
+    result = CliRunner().invoke(app, ["eval", "--data", str(data), "--model", str(model), "--steps", "1", "--no-direct", "--json"])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)["summary"]) == {"base", "lasagna", "ground truth"}
