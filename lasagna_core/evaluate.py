@@ -489,8 +489,10 @@ def markdown_table(report: EvalReport) -> str:
         f"left out of direction accuracy only: {skipped}). Model `{report.model}`, template `{report.template}`, "
         f"distillation: {report.settings['steps']} steps, guidance {report.settings['guidance']}, "
         f"{report.settings['noise_samples']} noise samples, lr {report.settings['learning_rate']}, "
-        f"neutral weight {report.settings['neutral_weight']}; direct generation: DDIM {report.settings['direct_steps']} "
-        f"steps, guidance {report.settings['direct_guidance']}. Wall time {report.seconds / 60:.1f} min."
+        f"neutral weight {report.settings['neutral_weight']}"
+        + (f"; direct generation: DDIM {report.settings['direct_steps']} steps, guidance {report.settings['direct_guidance']}"
+           if "direct" in report.summary else "")
+        + f". Wall time {report.seconds / 60:.1f} min."
     )
     if report.photos:
         p = report.photos

@@ -89,7 +89,7 @@ def test_eval_runner_reports_every_method(setup, tmp_path):
     assert report.skipped_direction == {"front": 1} and report.direction_cases == 2
     assert list((tmp_path / "pics").glob("cases-*.png"))
     md = write_report(report, tmp_path / "r.md").read_text()
-    assert "| lasagna |" in md and "front" in md
+    assert "| lasagna |" in md and "front" in md and "direct generation: DDIM 2 steps" in md
     js = json.loads(write_report(report, tmp_path / "r.json").read_text())
     assert len(js["results"]) == 12
     assert markdown_table(report).count("\n|") >= 5
@@ -164,3 +164,4 @@ def test_direct_baseline_needs_a_prior_that_samples(tmp_path):
     result = CliRunner().invoke(app, ["eval", "--data", str(data), "--model", str(model), "--steps", "1", "--no-direct", "--json"])
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.stdout)["summary"]) == {"base", "lasagna", "ground truth"}
+    assert "direct generation" not in markdown_table(report) and "Wall time" in markdown_table(report)
