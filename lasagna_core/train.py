@@ -373,7 +373,7 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
     val = load_pairs(val_examples[:256], config.size, train.directions) if val_examples else None
     directions = train.directions
     if start is not None:
-        unet_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(start.unet.config).items() if not k.startswith("_")}
+        unet_config = builtin.model_config(start.unet)
         sched_config = start.scheduler_config
     else:
         unet_config = config.unet or builtin.default_unet_config(config.size, len(directions))
@@ -578,8 +578,9 @@ def train_controlnet(model: str, data: Path, out: Path, config: ControlNetConfig
     controlnet.train()
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate, weight_decay=0.0)
     rng = torch.Generator().manual_seed(config.seed)
-    unet_config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
-    run = TrainingRun(out, {"unet": unet_config, "size": size, "prediction": prediction}, {"controlnet": controlnet},
+    from .priors.builtin import model_config
+
+    run = TrainingRun(out, {"unet": model_config(unet), "size": size, "prediction": prediction}, {"controlnet": controlnet},
                       optimizer, rng, config, {"loss": []}, started)
     run.resume()
 

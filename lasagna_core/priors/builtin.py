@@ -319,6 +319,12 @@ def new_unet(config: dict[str, Any]) -> Any:
     return UNet2DModel(**config)
 
 
+def model_config(model: Any) -> dict[str, Any]:
+    """A diffusers model's config as plain JSON data (no private keys, tuples as lists): what the weights file
+    stores and what a checkpoint's fingerprint compares."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(model.config).items() if not k.startswith("_")}
+
+
 def save_weights(
     unet: Any,
     path: Path,
@@ -330,10 +336,9 @@ def save_weights(
     """Write the U-Net's weights (float32) plus the metadata that describes them, atomically, and `.sha256`."""
     from safetensors.torch import save_file
 
-    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(unet.config).items() if not k.startswith("_")}
     meta = {
         "format": FORMAT,
-        "unet_config": json.dumps(config),
+        "unet_config": json.dumps(model_config(unet)),
         "scheduler_config": json.dumps(dict(scheduler_config)),
         "directions": json.dumps(list(directions)),
         "training": json.dumps(training or {}),
