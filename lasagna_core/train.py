@@ -213,7 +213,11 @@ class TrainingRun:
     """The bookkeeping both trainers share around their steps: resume from `OUT.ckpt/` only when it was made
     for the same fingerprint (another model or set-up is refused, never silently mixed in), checkpoint every
     `checkpoint_every` steps, at the last step and at the `max_minutes` deadline, and count wall time across
-    resumes. `modules` are saved and restored by name, with the optimizer and the batch generator's state."""
+    resumes. `modules` are saved and restored by name, with the optimizer and the batch generator's state.
+
+    The fingerprint is compared key by key on the keys this run sets (a key the checkpoint lacks reads as
+    None), so checkpoints of earlier versions, which recorded less, resume when what they recorded agrees; a
+    checkpoint with no fingerprint at all (ControlNet runs of earlier versions) is taken as it is."""
 
     def __init__(self, out: Path, fingerprint: dict[str, Any], modules: dict[str, Any], optimizer: torch.optim.Optimizer,
                  rng: torch.Generator, config: Any, history: dict[str, Any], started: float) -> None:
@@ -239,7 +243,8 @@ class TrainingRun:
         if loaded is None:
             return
         tensors, state = loaded
-        if state.get("fingerprint") != self.fingerprint:
+        kept = state.get("fingerprint")
+        if kept is not None and any(kept.get(k) != v for k, v in self.fingerprint.items()):
             raise UsageError(f"checkpoint '{self.folder}' is for a different model or set-up; delete it or pass --no-resume")
         for name, module in self.modules.items():
             module.load_state_dict(tensors[name])
@@ -362,6 +367,8 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
     out = Path(out)
     if out.suffix != ".safetensors":
         raise UsageError(f"--out must name a .safetensors file, not '{out}'")
+    if config.init is not None and config.unet is not None:
+        raise UsageError("a fine-tune keeps the architecture of the prior it starts from: give --init or an architecture, not both")
     start = _initial_prior(config.init, config.size) if config.init is not None else None
     train_examples = read_manifest(data, "train")
     if start is not None:
@@ -391,7 +398,7 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
     scheduler = DDPMScheduler.from_config(sched_config)
     alphas = scheduler.alphas_cumprod.float()
     rng = torch.Generator().manual_seed(config.seed)
-    init = None if start is None else {"model": config.init, "sha256": builtin.sha256_of(start.weights)}
+    init = None if start is None else builtin.sha256_of(start.weights)
     run = TrainingRun(out, {"unet": unet_config, "directions": directions, "size": config.size, "init": init},
                       {"model": model, "ema": ema}, optimizer, rng, config,
                       {"loss": [], "val_step": [], "val_loss": []}, started)
@@ -450,7 +457,7 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
         "wall_seconds": round(seconds, 1),
         "final_train_loss": float(np.mean(history["loss"][-50:])) if history["loss"] else None,
         "final_val_loss": history["val_loss"][-1] if history["val_loss"] else None,
-        "init": init,
+        "init": None if init is None else {"model": config.init, "sha256": init},
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "finished": finished,
@@ -551,13 +558,14 @@ def train_controlnet(model: str, data: Path, out: Path, config: ControlNetConfig
     from .priors.stable_diffusion import _load_folder, resolve_model_folder
     from .runtime import resolve_device
 
-    out = Path(out)
+    out = Path(out).resolve()  # `--out .` and the full path name the same folder and the same checkpoint
     if out.exists() and not out.is_dir():  # checked before the model loads and the steps run, not when saving
         raise UsageError(f"{out}: --out must be a folder for the ControlNet, and this is a file")
     _quiet_model_libraries()
     started = time.perf_counter()
     device = resolve_device(config.device)
-    parts = _load_folder(resolve_model_folder(model), dtype=torch.float32)
+    folder = resolve_model_folder(model)
+    parts = _load_folder(folder, dtype=torch.float32)
     unet, vae, text_encoder, tokenizer = parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"]
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False).eval().to(device)
@@ -580,7 +588,7 @@ def train_controlnet(model: str, data: Path, out: Path, config: ControlNetConfig
     rng = torch.Generator().manual_seed(config.seed)
     from .priors.builtin import model_config
 
-    run = TrainingRun(out, {"unet": model_config(unet), "size": size, "prediction": prediction}, {"controlnet": controlnet},
+    run = TrainingRun(out, {"model": str(Path(folder).resolve()), "unet": model_config(unet), "size": size, "prediction": prediction}, {"controlnet": controlnet},
                       optimizer, rng, config, {"loss": []}, started)
     run.resume()
 
@@ -637,14 +645,18 @@ def train_controlnet(model: str, data: Path, out: Path, config: ControlNetConfig
 
 
 def _save_controlnet(controlnet: Any, out: Path) -> None:
-    """`save_pretrained` into a staging folder beside `out`, then each file into place (config.json last): a
-    crash never leaves a half-written file where `--controlnet` loads it, and other files in `out` stay."""
+    """`save_pretrained` into a fresh staging folder beside `out`, then each file into place (config.json
+    last): a crash never leaves a half-written file where `--controlnet` loads it, and other files in `out`
+    stay."""
     import shutil
+    import tempfile
 
-    staging = out.with_name(out.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    controlnet.save_pretrained(str(staging), safe_serialization=True)
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    for path in sorted(staging.iterdir(), key=lambda p: p.name == "config.json"):
-        path.replace(out / path.name)
-    staging.rmdir()
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        controlnet.save_pretrained(str(staging), safe_serialization=True)
+        for path in sorted(staging.iterdir(), key=lambda p: p.name == "config.json"):
+            path.replace(out / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

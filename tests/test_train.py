@@ -89,15 +89,34 @@ def test_builtin_fine_tune_starts_from_the_given_prior(data, tmp_path):
     for (k, x), (_, y) in zip(a.unet.state_dict().items(), b.unet.state_dict().items()):
         assert torch.allclose(x, y, atol=1e-6), k
     assert b.training["init"] == {"model": str(start), "sha256": sha256_of(start)}
+    with pytest.raises(UsageError, match="--init or an architecture"):
+        train_builtin(data, tmp_path / "both.safetensors", _config(init=str(start)))
     with pytest.raises(UsageError, match="--init"):  # data with a direction the prior has no class for
         train_builtin(make_manifest(tmp_path / "more", directions=("left", "bottom"), size=SIZE),
                       tmp_path / "more.safetensors", _config(unet=None, init=str(start)))
     with pytest.raises(UsageError, match="--size 16"):
         train_builtin(data, tmp_path / "big.safetensors", _config(unet=None, size=32, init=str(start)))
+    # an interrupted fine-tune resumes to exactly the uninterrupted one; from other starting weights it is refused
+    other = train_builtin(data, tmp_path / "other.safetensors", _config(seed=1)).output
+    straight = train_builtin(data, tmp_path / "straight.safetensors", _config(unet=None, init=str(start)))
     first = train_builtin(data, tmp_path / "c.safetensors", _config(unet=None, init=str(start), max_minutes=0.0))
-    assert not first.finished
-    with pytest.raises(UsageError, match="different model"):  # resuming it from scratch would mix two runs
-        train_builtin(data, tmp_path / "c.safetensors", _config())
+    assert not first.finished and first.steps_done == 1
+    with pytest.raises(UsageError, match="different model"):
+        train_builtin(data, tmp_path / "c.safetensors", _config(unet=None, init=str(other)))
+    resumed = train_builtin(data, tmp_path / "c.safetensors", _config(unet=None, init=str(start)))
+    assert resumed.finished and resumed.history["loss"] == pytest.approx(straight.history["loss"], rel=1e-5)
+
+
+def test_checkpoints_of_the_previous_version_still_resume(data, tmp_path):
+    """Before fine-tuning existed the fingerprint also held the data folder and no starting weights."""
+    first = train_builtin(data, tmp_path / "old.safetensors", _config(max_minutes=0.0))
+    state_file = checkpoint_dir(tmp_path / "old.safetensors") / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["fingerprint"]["init"]
+    state["fingerprint"]["data"] = str(data)
+    state_file.write_text(json.dumps(state))
+    resumed = train_builtin(data, tmp_path / "old.safetensors", _config())
+    assert not first.finished and resumed.finished and resumed.steps_done == 4
 
 
 def test_train_builtin_command(data, tmp_path):
@@ -131,7 +150,7 @@ def test_controlnet_out_that_is_a_file_is_refused_before_loading(data, tmp_path)
     assert (tmp_path / "cn").read_text() == "not a folder"
 
 
-def test_controlnet_resume_refuses_a_checkpoint_of_another_model(data, tmp_path):
+def test_controlnet_resume_refuses_a_checkpoint_of_another_model(data, tmp_path, monkeypatch):
     eps, v = make_tiny_sd(tmp_path / "eps"), make_tiny_sd(tmp_path / "v", prediction_type="v_prediction")
     (tmp_path / "cn").mkdir()
     (tmp_path / "cn" / "notes.txt").write_text("mine")
@@ -143,4 +162,8 @@ def test_controlnet_resume_refuses_a_checkpoint_of_another_model(data, tmp_path)
     assert done.finished and done.steps_done == 3 and len(done.history["loss"]) == 3
     # saved by swapping finished files in: nothing staged is left, the user's own file stays
     assert sorted(p.name for p in (tmp_path / "cn").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors", "loss.png", "notes.txt"]
-    assert not (tmp_path / "cn.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cn", "cn.ckpt", "eps", "v"]
+    # `--out .` names the same folder and checkpoint (the run is complete, so it only saves again)
+    monkeypatch.chdir(tmp_path / "cn")
+    again = train_controlnet(str(eps), data, Path("."), ControlNetConfig(steps=3, batch_size=1, device="cpu"))
+    assert again.finished and again.steps_done == 3 and (tmp_path / "cn" / "config.json").is_file()

@@ -195,7 +195,8 @@ def _unit(rng: np.random.Generator) -> np.ndarray:
 
 def random_texture(rng: np.random.Generator, *, ground: bool = False, detailed: bool = False) -> Texture:
     """Two colours in a pattern; `detailed` (photo-like scenes) mostly picks fractal noise: a dozen waves up
-    to ten times finer than "noise", which gives the busy, everywhere-textured look of real surfaces."""
+    to three times finer than "noise" (frequencies 1-12 against 1-4), which gives the busy, everywhere-textured
+    look of real surfaces."""
     if detailed:
         kind = str(rng.choice(DETAILED_TEXTURES, p=[0.1, 0.1, 0.1, 0.7]))
     else:
