@@ -7,6 +7,7 @@ module, nothing heavy is imported at module level.
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
 
@@ -112,7 +113,7 @@ class _Reporter:
 
     def __init__(self, *, json_output: bool, quiet: bool):
         self.json_output, self.quiet = json_output, quiet
-        self.context: Any = None
+        self.bars = ExitStack()
         self.bar: Any = None
         self.task: Any = None
         self.summary: Any = None
@@ -123,8 +124,7 @@ class _Reporter:
     def start(self, total: int) -> None:
         if total == 0:
             return
-        self.context = progress_bar(elapsed=True)
-        self.bar = self.context.__enter__()
+        self.bar = self.bars.enter_context(progress_bar(elapsed=True))
         if self.bar is not None:
             self.task = self.bar.add_task("batch", total=total)
 
@@ -152,8 +152,7 @@ class _Reporter:
             notice(text)
 
     def __exit__(self, *exc: Any) -> None:
-        if self.context is not None:
-            self.context.__exit__(*exc)
+        self.bars.__exit__(*exc)
 
 
 def _print_summary(summary: Any, log: Path | None) -> None:

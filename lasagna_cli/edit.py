@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -75,23 +76,22 @@ def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
         raise UsageError(f"{option} must be one of {', '.join(choices)}, not '{value}'")
 
 
-class _progress:
+@contextmanager
+def _progress() -> Iterator[Callable[[Any, int, int], None] | None]:
     """A progress bar (step, loss, ETA) per variation on a TTY; nothing at all in pipes and logs."""
+    with progress_bar(loss=True) as bar:
+        if bar is None:
+            yield None
+            return
+        task = None
 
-    def __enter__(self) -> Callable[[Any, int, int], None] | None:
-        self.context = progress_bar(loss=True)
-        self.bar = self.context.__enter__()
-        self.task = None
-        return None if self.bar is None else self.update
+        def update(info: Any, index: int, variations: int) -> None:
+            nonlocal task
+            if task is None or info.step == 1:
+                label = "distilling" if variations == 1 else f"variation {index + 1}/{variations}"
+                task = bar.add_task(label, total=info.steps, loss="-")
+            redraw = info.step % 10 == 0 or info.step == info.steps
+            loss = f"{info.loss.item():.3g}" if redraw else bar.tasks[task].fields["loss"]  # .item() syncs: rarely
+            bar.update(task, completed=info.step, loss=loss)
 
-    def update(self, info: Any, index: int, variations: int) -> None:
-        assert self.bar is not None
-        if self.task is None or info.step == 1:
-            label = "distilling" if variations == 1 else f"variation {index + 1}/{variations}"
-            self.task = self.bar.add_task(label, total=info.steps, loss="-")
-        redraw = info.step % 10 == 0 or info.step == info.steps
-        loss = f"{info.loss.item():.3g}" if redraw else self.bar.tasks[self.task].fields["loss"]  # .item() syncs: rarely
-        self.bar.update(self.task, completed=info.step, loss=loss)
-
-    def __exit__(self, *exc: Any) -> None:
-        self.context.__exit__(*exc)
+        yield update
