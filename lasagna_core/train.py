@@ -209,6 +209,18 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, flat: dict[str, Tensor]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
+@dataclass
+class RunSettings:
+    """What both trainers' configurations share: the length of the run and how `TrainingRun` keeps it."""
+
+    steps: int
+    seed: int = 0
+    checkpoint_every: int = 100
+    max_minutes: float | None = None
+    resume: bool = True
+    overfit_one_batch: bool = False  # same batch, noise and t every step (tests, debugging)
+
+
 class TrainingRun:
     """The bookkeeping both trainers share around their steps: resume from `OUT.ckpt/` only when it was made
     for the same fingerprint (another model or set-up is refused, never silently mixed in), checkpoint every
@@ -220,7 +232,7 @@ class TrainingRun:
     checkpoint with no fingerprint at all (ControlNet runs of earlier versions) is taken as it is."""
 
     def __init__(self, out: Path, fingerprint: dict[str, Any], modules: dict[str, Any], optimizer: torch.optim.Optimizer,
-                 rng: torch.Generator, config: Any, history: dict[str, Any], started: float) -> None:
+                 rng: torch.Generator, config: RunSettings, history: dict[str, Any], started: float) -> None:
         self.folder = checkpoint_dir(out)
         self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from state.json
         self.modules, self.optimizer, self.rng, self.config = modules, optimizer, rng, config
@@ -340,7 +352,7 @@ def draw_loss_curve(history: dict[str, list[float]], path: Path, title: str = "t
 
 
 @dataclass
-class BuiltinConfig:
+class BuiltinConfig(RunSettings):
     steps: int = 2000
     batch_size: int = 48
     learning_rate: float = 1e-3
@@ -349,11 +361,6 @@ class BuiltinConfig:
     dropout: float = 0.1  # probability of dropping the direction, and (independently) the base
     ema: float = 0.995
     flip: bool = True
-    seed: int = 0
-    checkpoint_every: int = 100
-    max_minutes: float | None = None
-    resume: bool = True
-    overfit_one_batch: bool = False  # same batch, noise and t every step (tests, debugging)
     unet: dict[str, Any] | None = None  # architecture override (default: builtin.default_unet_config)
     init: str | None = None  # fine-tune: start from this prior ("builtin" or a weights file), its architecture and directions
 
@@ -535,16 +542,11 @@ def _val_loss(model: Any, batch: dict[str, Tensor]) -> float:
 
 
 @dataclass
-class ControlNetConfig:
+class ControlNetConfig(RunSettings):
     steps: int = 1000
     batch_size: int = 4
     learning_rate: float = 1e-5
     prompt_dropout: float = 0.1
-    seed: int = 0
-    checkpoint_every: int = 100
-    max_minutes: float | None = None
-    resume: bool = True
-    overfit_one_batch: bool = False
     device: str = "auto"
 
 
