@@ -25,13 +25,13 @@ def discover(spec: str, *, stdin_paths: Sequence[str] | None = None, exclude: Pa
     - a folder: every file below it whose suffix is an image or PSD (hidden entries and `exclude`, the output
       folder, are left out); a folder *named* like an image is listed too, so that it gets its own error line
     - a glob (`shots/**/*.png`, quoted): its matches, relative to the part of the pattern before the first wildcard
-    - `-`: the paths in `stdin_paths` (one per line; blank lines and `#` comments ignored), relative to the
-      deepest folder they all share
+    - `-`: the paths in `stdin_paths` (one per line; blank lines and `#` comments ignored; paths inside
+      `exclude` left out, as `find IN` lists the outputs too), relative to the deepest folder they all share
     - a single file: that file
     """
     excluded = os.path.realpath(exclude) if exclude is not None else None
     if spec == "-":
-        return _from_list(stdin_paths or [])
+        return _from_list(stdin_paths or [], excluded)
     if any(ch in spec for ch in "*?["):
         return _from_glob(spec, excluded)
     root = Path(spec)
@@ -40,6 +40,26 @@ def discover(spec: str, *, stdin_paths: Sequence[str] | None = None, exclude: Pa
     if root.exists() or root.is_symlink():
         return [Source(root, Path(root.name))]
     raise UsageError(f"{spec}: no such file or folder (IN is a folder, a quoted glob, or - for paths on stdin)")
+
+
+def input_root(spec: str) -> Path | None:
+    """The folder a folder walk or a glob starts from (None for `-` and a single file)."""
+    if spec == "-":
+        return None
+    if any(ch in spec for ch in "*?["):
+        return _glob_root(spec)
+    return Path(spec) if Path(spec).is_dir() else None
+
+
+def _glob_root(pattern: str) -> Path:
+    """The part of a glob before its first wildcard: the matches' paths are relative to it."""
+    parts = Path(pattern).parts
+    fixed = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    return Path(*parts[:fixed]) if fixed else Path(".")
+
+
+def _inside(path: str, excluded: str | None) -> bool:
+    return excluded is not None and (os.path.realpath(path) + os.sep).startswith(excluded + os.sep)
 
 
 def _is_input_name(name: str) -> bool:
@@ -71,25 +91,23 @@ def _from_folder(root: Path, excluded: str | None) -> list[Source]:
 
 
 def _from_glob(pattern: str, excluded: str | None) -> list[Source]:
-    parts = Path(pattern).parts
-    fixed = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
-    root = Path(*parts[:fixed]) if fixed else Path(".")
+    root = _glob_root(pattern)
     found = []
     for match in sorted(glob.glob(pattern, recursive=True)):
         path = Path(match)
         if path.is_dir() and not _is_input_name(path.name):
             continue
-        if excluded and (os.path.realpath(path) + os.sep).startswith(excluded + os.sep):
+        if _inside(match, excluded):
             continue  # our own outputs, when OUT lies inside what the glob covers
         found.append(Source(path, Path(os.path.relpath(path, root))))
     return found
 
 
-def _from_list(lines: Iterable[str]) -> list[Source]:
+def _from_list(lines: Iterable[str], excluded: str | None) -> list[Source]:
     paths = []
     for line in lines:
         text = line.rstrip("\r\n")
-        if text.strip() and not text.lstrip().startswith("#"):
+        if text.strip() and not text.lstrip().startswith("#") and not _inside(text, excluded):
             paths.append(Path(text))
     if not paths:
         return []

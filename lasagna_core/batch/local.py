@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from .outputs import discard_partial
 from .results import Run, record
-from .signals import interrupt_handler
+from .signals import StopSignals
 from .types import EditConfig, Interrupted, WorkItem
 from .work import PriorSource, process
 
@@ -25,7 +26,7 @@ MAX_WORKER_RESTARTS = 3
 """A worker process that dies (segfault, out-of-memory kill) is replaced at most this many times per device."""
 
 
-def run_here(run: Run, todo: Sequence[WorkItem], config: EditConfig, device: str) -> None:
+def run_here(run: Run, todo: Sequence[WorkItem], config: EditConfig, device: str, signals: StopSignals) -> None:
     """One worker, this process: the model is loaded at the first file that needs it."""
     from ..runtime import resolve_device
 
@@ -33,9 +34,10 @@ def run_here(run: Run, todo: Sequence[WorkItem], config: EditConfig, device: str
     run.summary.workers = [str(resolve_device(device))]
     try:
         for item in todo:
+            signals.check()
             if run.stop:
                 break
-            rec, fatal = process(item, config, priors, on_notice=run.notice)
+            rec, fatal = process(item, config, priors, on_notice=run.notice, stop=signals)
             run.emit(rec)
             if fatal:
                 run.fatal()
@@ -43,14 +45,14 @@ def run_here(run: Run, todo: Sequence[WorkItem], config: EditConfig, device: str
         run.summary.model_loads += priors.loads
 
 
-def run_pool(run: Run, todo: Sequence[WorkItem], config: EditConfig, devices: Sequence[str]) -> None:
+def run_pool(run: Run, todo: Sequence[WorkItem], config: EditConfig, devices: Sequence[str], signals: StopSignals) -> None:
     """One worker process per device entry, each loading the model once; files handed out from one queue."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA or torch threads
     tasks: Any = ctx.Queue()
     results: Any = ctx.Queue()
-    stop = ctx.Event()
+    quit_event = ctx.Event()
     threads = max(1, (os.cpu_count() or 1) // len(devices))
     by_index = {item.index: item for item in todo}
     for item in todo:
@@ -63,7 +65,7 @@ def run_pool(run: Run, todo: Sequence[WorkItem], config: EditConfig, devices: Se
 
     def start(slot: int) -> None:
         tasks.put(None)  # one end-of-work marker per worker started
-        proc = ctx.Process(target=_pool_worker, args=(slot, devices[slot], config, threads, tasks, results, stop),
+        proc = ctx.Process(target=_pool_worker, args=(slot, devices[slot], config, threads, tasks, results, quit_event),
                            name=f"lasagna-batch-{slot}", daemon=True)
         proc.start()
         procs[slot], current[slot] = proc, None
@@ -83,7 +85,7 @@ def run_pool(run: Run, todo: Sequence[WorkItem], config: EditConfig, devices: Se
             if message[4]:
                 run.fatal()
             if run.stop:
-                stop.set()
+                quit_event.set()
         elif kind == "interrupted":  # a signal reached the worker but not us (e.g. `kill -INT <worker>`)
             current[slot] = None
             raise Interrupted(message[2])
@@ -101,6 +103,7 @@ def run_pool(run: Run, todo: Sequence[WorkItem], config: EditConfig, devices: Se
         for slot in range(len(devices)):
             start(slot)
         while procs:
+            signals.check()
             if drain(0.5):
                 continue
             for slot, proc in list(procs.items()):
@@ -123,14 +126,14 @@ def run_pool(run: Run, todo: Sequence[WorkItem], config: EditConfig, devices: Se
                     restarts[slot] += 1
                     start(slot)
     except Interrupted:
-        stop.set()
+        quit_event.set()
         _wind_down(procs, handle, results)
         for slot, index in current.items():  # anything a killed worker left behind
             if index is not None and index not in done:
                 discard_partial(Path(by_index[index].output))
         raise
     finally:
-        stop.set()
+        quit_event.set()
         for proc in procs.values():
             proc.kill()
             proc.join()
@@ -155,25 +158,24 @@ def _wind_down(procs: dict[int, Any], handle: Callable[[tuple[Any, ...]], None],
             continue  # a worker reporting the same stop
 
 
-def _pool_worker(slot: int, device: str, config: EditConfig, threads: int, tasks: Any, results: Any, stop: Any) -> None:
+def _pool_worker(slot: int, device: str, config: EditConfig, threads: int, tasks: Any, results: Any, quit_event: Any) -> None:
     """A worker process: load the prior once (at its first file), then edit files until told to stop."""
-    handler = interrupt_handler()
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    signals = StopSignals()
+    signals.install()
+    threading.Thread(target=_stop_with_parent, daemon=True).start()
     try:
         import torch
 
         torch.set_num_threads(threads)
-        priors = PriorSource(config, device)
-        while not stop.is_set():
-            item = tasks.get()
-            if item is None or stop.is_set():
+        priors = PriorSource(config, device, on_load=lambda: results.put(("loaded", slot)))
+        while not quit_event.is_set():
+            with signals.interruptible():  # nothing is in progress while waiting for work
+                item = tasks.get()
+            if item is None or quit_event.is_set():
                 break
             results.put(("start", slot, item.index))
-            loads = priors.loads
-            rec, fatal = process(item, config, priors, on_notice=lambda text, i=item.index: results.put(("notice", slot, i, text)))
-            if priors.loads > loads:
-                results.put(("loaded", slot))
+            rec, fatal = process(item, config, priors, stop=signals,
+                                 on_notice=lambda text, i=item.index: results.put(("notice", slot, i, text)))
             results.put(("done", slot, item.index, rec, fatal))
             if fatal:
                 break
@@ -183,3 +185,17 @@ def _pool_worker(slot: int, device: str, config: EditConfig, threads: int, tasks
         results.put(("exit", slot))
         results.close()
         results.join_thread()
+
+
+def _stop_with_parent(grace_s: float = 20.0) -> None:
+    """A worker whose run was killed (SIGKILL, no wind-down) must not go on writing into OUT unseen, where the
+    next run may already be working: it stops as if sent SIGTERM, and exits outright after `grace_s`."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    parent.join()
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(grace_s)
+    os._exit(1)

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import OutputError, UsageError
 from .inputs import discover
 from .outputs import output_for
-from .prompts import prompt_key, read_prompts
+from .prompts import check_prompts, prompt_key, read_prompts
 from .types import BatchOptions, PlannedItem, PromptEntry, Source
 
 
@@ -39,13 +39,15 @@ def shard_of(key: str, count: int) -> int:
 def plan(options: BatchOptions, sources: Sequence[Source] | None = None, notices: list[str] | None = None) -> list[PlannedItem]:
     """Map inputs to outputs, refuse what must not be written, keep this job's shard and attach prompts.
 
-    Pure apart from reading the prompts file and resolving paths; nothing is created. Sharding is by the
+    Pure apart from reading the prompts file and resolving paths; nothing is created. A prompt the prior
+can't read is a UsageError here, before the first file. Sharding is by the
     output path, so inputs that would collide on one output always land in the same shard.
     """
     out = Path(options.out)
     if sources is None:
         sources = discover(options.inputs, stdin_paths=options.stdin_paths, exclude=out)
     entries = read_prompts(options.prompts) if options.prompts is not None else {}
+    check_prompts(options.edit, options.prompt, entries, options.prompts)
     real_inputs = {os.path.realpath(s.path) for s in sources if s.error is None}
     out_real = os.path.realpath(out)
     items: list[PlannedItem] = []

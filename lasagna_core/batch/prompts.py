@@ -1,4 +1,5 @@
-"""Prompt files: `--prompts FILE` maps inputs to prompts (and optionally seeds), as CSV or JSONL."""
+"""Prompts: the `--prompts FILE` mapping (CSV or JSONL: input -> prompt, seed), and whether the prior can
+read each prompt at all, asked before the first file rather than failed once per file."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from .types import PromptEntry
+from .types import EditConfig, PromptEntry
+
+if TYPE_CHECKING:
+    from ..templates import EditSpec
 
 
 def read_prompts(path: Path) -> dict[str, PromptEntry]:
@@ -86,3 +90,31 @@ def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, str, str, int | None
             raise UsageError(f"--prompts {path}:{line}: expected input,prompt[,seed]")
         seed = row[columns["seed"]] if "seed" in columns and len(row) > columns["seed"] else None
         yield line, row[columns["input"]], row[columns["prompt"]], _seed(path, line, seed)
+
+
+def check_prompts(edit: EditConfig, prompt: str | None, entries: dict[str, PromptEntry], path: Path | None) -> None:
+    """Refuse (UsageError, one line) the first of `--prompt` and the `--prompts` entries the prior can't read."""
+    from ..templates import load_template
+
+    spec = load_template(edit.template)
+    asked = [("--prompt", prompt)] if prompt is not None else []
+    asked += [(f"--prompts {path}, {key}", entry.prompt) for key, entry in entries.items()]
+    for where, text in asked:
+        try:
+            check_prompt(text, spec, edit.model)
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+
+
+def check_prompt(prompt: str, spec: EditSpec, model: str | None) -> None:
+    """UsageError when the prior `model` (else the template's) can't read `prompt`; nothing is loaded.
+
+    Only the built-in prior reads a prompt itself: it needs a light direction (`parse_direction`, as its
+    `condition` does). Stable Diffusion takes any text. When priors are registered plug-ins, this question
+    belongs to each prior ("can you read this prompt"), and this function becomes a lookup."""
+    from ..directions import parse_direction
+    from ..priors.builtin import is_builtin_file, is_builtin_name
+
+    name = model or spec.model
+    if is_builtin_name(name) or is_builtin_file(Path(name).expanduser()):
+        parse_direction(spec.render_prompt(prompt))

@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import UsageError, reason
 from .outputs import discard_partial
 from .results import Run, record
+from .signals import StopSignals
 from .types import EditConfig, Interrupted, Record, WorkItem
 from .work import PriorSource, process
 
@@ -40,7 +41,7 @@ def run_on_ray(
     *,
     address: str,
     cpus_per_task: int = 1,
-    reinstall_signals: Callable[[], None] = lambda: None,
+    signals: StopSignals,
 ) -> None:
     try:
         import ray
@@ -59,7 +60,7 @@ def run_on_ray(
         ray.init(**kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise UsageError(f"--ray {address or os.environ.get('RAY_ADDRESS', '')}: can't start or reach Ray ({reason(exc)})") from None
-    reinstall_signals()  # ray.init installs its own SIGTERM handler in the driver
+    signals.install()  # ray.init installs its own SIGTERM handler in the driver
     try:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
@@ -76,16 +77,18 @@ def run_on_ray(
         run.summary.workers = [f"ray: {slots} x {'GPU' if gpus else f'{cpus_per_task} CPU'}"]
         remote_config = _absolute_config(config)
         _drive(ray, run, list(todo), lambda item: task.remote(_absolute_item(item), remote_config, device, threads),
-               window=2 * slots)
+               window=2 * slots, signals=signals)
     finally:
         ray.shutdown()
 
 
-def _drive(ray: Any, run: Run, todo: list[WorkItem], submit: Callable[[WorkItem], Any], window: int) -> None:
+def _drive(ray: Any, run: Run, todo: list[WorkItem], submit: Callable[[WorkItem], Any], window: int,
+           signals: StopSignals) -> None:
     pending = list(reversed(todo))
     in_flight: dict[Any, WorkItem] = {}
     try:
         while (pending and not run.stop) or in_flight:
+            signals.check()
             while pending and not run.stop and len(in_flight) < window:
                 item = pending.pop()
                 in_flight[submit(item)] = item

@@ -6,16 +6,20 @@ work, and hands the rest to one runner: this process, the worker pool (`local.py
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from ..errors import OutputError, UsageError
+from .inputs import input_root
 from .local import run_here, run_pool
+from .lock import lock_out
 from .outputs import output_complete
 from .planning import plan
 from .results import Run, open_log, record
-from .signals import stop_signals
+from .signals import StopSignals, stop_signals
 from .types import BatchOptions, BatchSummary, Interrupted, NoticeCallback, PlannedItem, RecordCallback, WorkItem
 
 
@@ -50,6 +54,10 @@ def run_batch(
     out = Path(options.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: OUT must be a folder, and this is a file")
+    root = input_root(options.inputs)
+    if root is not None and os.path.realpath(root) == os.path.realpath(out):
+        raise UsageError(f"{out}: OUT is IN itself, so every rerun would take the outputs for inputs; give another "
+                         "folder (one inside IN is fine: it is left out of the inputs)")
     notices: list[str] = []
     items = plan(options, notices=notices)
     if options.ray is None:
@@ -58,33 +66,35 @@ def run_batch(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out}: can't create the output folder ({exc.strerror or exc})") from None
-    log = open_log(options.log)
-    run = Run(options, on_record, on_notice, log)
-    run.summary.total = len(items)
-    if not items:
-        notices.append(f"nothing to do: no inputs in {options.inputs}" + (" for this shard" if options.shard else ""))
-    for text in notices:
-        run.notice(text)
-    try:
-        with stop_signals() as reinstall:
+    with ExitStack() as held:
+        signals = held.enter_context(stop_signals())
+        held.enter_context(lock_out(out, options.shard))  # before the log: a refused run must not truncate it
+        log = open_log(options.log)
+        if log is not None:
+            held.callback(log.close)
+        run = Run(options, on_record, on_notice, log)
+        run.summary.total = len(items)
+        if not items:
+            notices.append(f"nothing to do: no inputs in {options.inputs}" + (" for this shard" if options.shard else ""))
+        for text in notices:
+            run.notice(text)
+        try:
             if on_start is not None:
                 on_start(len(items))
-            todo = _triage(run, items)
+            todo = _triage(run, items, signals)
             if todo and not run.stop:
                 if options.ray is not None:
                     from .ray_runner import run_on_ray
 
                     run_on_ray(run, todo, options.edit, address=options.ray, cpus_per_task=options.ray_cpus,
-                               reinstall_signals=reinstall)
+                               signals=signals)
                 elif len(devices) > 1:
-                    run_pool(run, todo, options.edit, devices)
+                    run_pool(run, todo, options.edit, devices, signals)
                 else:
-                    run_here(run, todo, options.edit, devices[0])
-    except Interrupted as exc:
-        run.summary.signal = exc.signum
-    finally:
-        if log is not None:
-            log.close()
+                    run_here(run, todo, options.edit, devices[0], signals)
+            signals.check()  # a stop that came after the last file is still the user's stop
+        except Interrupted as exc:
+            run.summary.signal = exc.signum
     summary = run.summary
     summary.not_attempted = summary.total - summary.ok - summary.skipped - summary.failed
     summary.seconds = time.perf_counter() - started
@@ -98,10 +108,11 @@ def _check_devices(devices: Sequence[str], precision: str) -> None:
         resolve_dtype(precision, resolve_device(name))
 
 
-def _triage(run: Run, items: Sequence[PlannedItem]) -> list[WorkItem]:
+def _triage(run: Run, items: Sequence[PlannedItem], signals: StopSignals) -> list[WorkItem]:
     """Report what needs no work (refused, or already complete) and return the rest as work items."""
     todo = []
     for index, item in enumerate(items):
+        signals.check()
         if run.stop:
             break
         started = time.perf_counter()

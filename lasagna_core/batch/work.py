@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import LasagnaError, ModelError, reason
 from .outputs import file_identity, make_parents, sidecar_for, undo
 from .results import record
+from .signals import StopSignals
 from .types import EditConfig, Record, WorkItem
 
 if TYPE_CHECKING:
@@ -21,10 +23,11 @@ if TYPE_CHECKING:
 
 class PriorSource:
     """The prior of one worker, loaded on first use and then reused for every file; a load failure is kept
-    and raised again, so a broken model costs one attempt, not one per file."""
+    and raised again, so a broken model costs one attempt, not one per file. `on_load` hears of each load
+    when it happens, so the count is true even when the file that caused it is then interrupted."""
 
-    def __init__(self, config: EditConfig, device: str):
-        self.config, self.device = config, device
+    def __init__(self, config: EditConfig, device: str, on_load: Callable[[], None] | None = None):
+        self.config, self.device, self.on_load = config, device, on_load
         self.prior: Prior | None = None
         self.error: ModelError | None = None
         self.loads = 0
@@ -44,6 +47,8 @@ class PriorSource:
                 self.error = exc
                 raise
             self.loads += 1
+            if self.on_load is not None:
+                self.on_load()
         return self.prior
 
 
@@ -60,13 +65,15 @@ class _LazyPrior:
 
 
 def process(
-    item: WorkItem, config: EditConfig, priors: PriorSource, on_notice: Callable[[str], None] | None = None
+    item: WorkItem, config: EditConfig, priors: PriorSource, on_notice: Callable[[str], None] | None = None,
+    stop: StopSignals | None = None,
 ) -> tuple[Record, bool]:
     """Run one file: (its record, whether the failure is fatal for the whole worker - the model can't load).
 
     Never raises for a bad file: the project's errors, and any other exception, become a failed record.
     On any failure or interruption, what this attempt wrote is removed, so nothing is left for that file.
-    Interruptions (Interrupted, KeyboardInterrupt) are re-raised after that cleanup.
+    Interruptions (Interrupted, KeyboardInterrupt) are re-raised after that cleanup. Only the edit itself is
+    interruptible by `stop`: once it has returned, the file is done and its record is returned.
     """
     started = time.perf_counter()
     output = Path(item.output)
@@ -90,7 +97,8 @@ def process(
             seed=item.seed, device=priors.device, precision=config.precision, variations=config.variations,
             max_pixels=config.max_pixels, **config.speed(),
         )
-        run_edit(request, prior=cast("Prior", _LazyPrior(priors)), on_notice=on_notice)
+        with stop.interruptible() if stop is not None else nullcontext():
+            run_edit(request, prior=cast("Prior", _LazyPrior(priors)), on_notice=on_notice)
     except LasagnaError as exc:
         if exc is priors.error:  # the model itself can't be loaded: every file would fail the same way
             return failed(f"model: {exc}"), True
