@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from typer.core import TyperCommand
@@ -17,6 +17,9 @@ from typer.core import TyperCommand
 from lasagna_core.document import DEFAULT_MAX_PIXELS
 
 from .console import notice, print_json, progress_bar, stderr, user_errors
+
+if TYPE_CHECKING:
+    from lasagna_core.batch import BatchSummary, Record
 
 _RAY_WORDS = ("auto", "local")
 
@@ -100,7 +103,7 @@ def batch_command(
         from lasagna_core.batch import run_batch
 
         with _Reporter(json_output=json_output, quiet=quiet) as reporter:
-            summary = reporter.summary = run_batch(
+            summary = run_batch(
                 options, on_record=reporter.record, on_notice=reporter.notice, on_start=reporter.start
             )
         _print_summary(summary, log)
@@ -116,7 +119,6 @@ class _Reporter:
         self.bars = ExitStack()
         self.bar: Any = None
         self.task: Any = None
-        self.summary: Any = None
 
     def __enter__(self) -> _Reporter:
         return self
@@ -128,14 +130,14 @@ class _Reporter:
         if self.bar is not None:
             self.task = self.bar.add_task("batch", total=total)
 
-    def record(self, rec: dict[str, Any]) -> None:
+    def record(self, rec: Record) -> None:
         if self.json_output:
             print_json(rec)
         if self.bar is not None:
             self.bar.advance(self.task)
         self._line(rec)
 
-    def _line(self, rec: dict[str, Any]) -> None:
+    def _line(self, rec: Record) -> None:
         from rich.markup import escape
 
         status = rec["status"]
@@ -155,7 +157,7 @@ class _Reporter:
         self.bars.__exit__(*exc)
 
 
-def _print_summary(summary: Any, log: Path | None) -> None:
+def _print_summary(summary: BatchSummary, log: Path | None) -> None:
     from rich import box
     from rich.markup import escape
     from rich.table import Table
@@ -192,7 +194,7 @@ def _without_name(input_path: str, error: str | None) -> str:
     return error
 
 
-def _headline(summary: Any) -> str:
+def _headline(summary: BatchSummary) -> str:
     import signal
 
     workers = ", ".join(summary.workers) if summary.workers else "no worker needed"

@@ -56,8 +56,9 @@ def psds(folder: Path) -> list[str]:
 
 
 def assert_clean(out: Path) -> None:
-    """Every PSD complete (sidecar there, both parse), no temporary file, no orphan sidecar."""
+    """Every PSD complete (sidecar there, both parse), no temporary file, no orphan sidecar, OUT's lock released."""
     assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"
+    assert not list(out.glob(".lasagna-batch*.lock")), "the lock of OUT was not released"
     for psd in out.rglob("*.psd"):
         assert output_complete(psd), psd
         PSDImage.open(psd).numpy()
@@ -345,6 +346,36 @@ def test_usage_errors_exit_2(tiny_model: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_batch_rooms_have_no_import_cycle_and_share_no_private_names() -> None:
+    """Every import between the modules of lasagna_core/batch (function-level ones included) forms no cycle,
+    names nothing private of another module, and each module stays under 500 lines."""
+    import ast
+
+    package = REPO / "lasagna_core" / "batch"
+    edges: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        assert len(path.read_text().splitlines()) < 500, path
+        edges[path.stem] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                edges[path.stem].add(node.module)
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports private {private} from .{node.module}"
+    assert edges["types"] == set()
+
+    def visit(module: str, trail: tuple[str, ...]) -> None:
+        assert module not in trail, f"import cycle: {' -> '.join(trail + (module,))}"
+        for target in edges.get(module, ()):
+            if target != "__init__":
+                visit(target, trail + (module,))
+
+    for module in edges:
+        if module != "__init__":
+            visit(module, ())
+    assert not any("__init__" in targets or "run" in targets for name, targets in edges.items() if name != "__init__")
+
+
 def test_ray_takes_an_optional_address() -> None:
     from lasagna_cli.batch import ray_flag_without_value as rewrite
 
@@ -439,3 +470,201 @@ def test_out_that_cannot_be_created_is_one_line(tiny_model: Path, tmp_path: Path
     code, _, stderr = cli("batch", "shade", str(tmp_path / "in"), str(tmp_path / "file" / "out"), "-p", "x", "-m", str(tiny_model))
     lines = stderr.strip().splitlines()
     assert code == 1 and len(lines) == 1 and "can't create the output folder" in lines[0], stderr
+
+
+# ------------------------------------------------------------------------------------------ refusals before any work
+
+
+def test_unreadable_prompt_is_a_usage_error_before_the_first_file(tiny_model: Path, tmp_path: Path) -> None:
+    """The built-in prior (shade's default) needs a light direction: 'make it nice' is one line, exit 2, before
+    any file; a Stable Diffusion model takes any text, so the same prompt plans fine with -m."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(3):
+        picture(src / f"{i}.png", seed=i)
+    code, _, stderr = cli("batch", "shade", str(src), str(out), "-p", "make it nice")
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "--prompt: can't tell the light direction" in lines[0], stderr
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("input,prompt\n0.png,light from the left\n1.png,make it nice\n")
+    code, _, stderr = cli("batch", "shade", str(src), str(out), "--prompts", str(prompts), "-p", "light from the top")
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and f"--prompts {prompts}, 1.png: can't tell" in lines[0], stderr
+    assert not out.exists()
+    with pytest.raises(UsageError, match="light direction"):
+        plan(options(src, out, prompt="make it nice"))
+    assert all(i.error is None for i in plan(options(src, out, prompt="make it nice", model=str(tiny_model))))
+
+
+def test_out_equal_to_in_is_refused_and_outputs_are_never_inputs(tiny_model: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    picture(src / "a.png")
+    for spec in (str(src), str(src / "*.png")):
+        code, _, stderr = cli("batch", "shade", spec, str(src), "-p", "x", "-m", str(tiny_model))
+        lines = stderr.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "OUT is IN itself" in lines[0], stderr
+    assert sorted(p.name for p in src.iterdir()) == ["a.png"]
+    out = src / "out"  # inside IN: left out of the inputs, whichever way IN is given
+    args = ["batch", "shade", str(src), str(out), "-p", "x", "-m", str(tiny_model), *FAST, "--json"]
+    assert cli(*args)[0] == 0
+    code, stdout, _ = cli(*args)
+    assert code == 0 and [json.loads(line)["status"] for line in stdout.splitlines()] == ["skipped"]
+    listed = [str(p) for p in sorted(src.rglob("*")) if p.is_file()]  # what `find IN` pipes in: outputs too
+    assert [s.rel.as_posix() for s in discover("-", stdin_paths=listed, exclude=out)] == ["a.png"]
+
+
+# ------------------------------------------------------------------------------------------ the log says what is on disk
+
+
+def test_a_stop_after_a_file_is_written_still_records_it(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT arriving once a file's PSD and sidecar are on disk (here: while its record is being made) used
+    to leave both on disk and log the file 'not attempted'; it is recorded 'ok', and the run stops after it."""
+    import lasagna_core.batch.work as work
+    from lasagna_core.batch import run_batch
+
+    real_record = work.record
+
+    def record_then_sigint(*args, **kwargs):
+        rec = real_record(*args, **kwargs)
+        if rec["status"] == "ok":
+            signal.raise_signal(signal.SIGINT)
+        return rec
+
+    monkeypatch.setattr(work, "record", record_then_sigint)
+    src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "log.jsonl"
+    for i in range(3):
+        picture(src / f"f{i}.png", seed=i)
+    summary = run_batch(options(src, out, model=str(tiny_model), steps=2, log=log, devices=["cpu"]))
+    assert summary.signal == signal.SIGINT and summary.exit_code == 130
+    assert [(Path(r["input"]).name, r["status"]) for r in read_log(log)] == [("f0.png", "ok")]
+    assert psds(out) == ["f0.psd"] and summary.not_attempted == 2
+    assert_clean(out)
+
+
+# ------------------------------------------------------------------------------------------ one run per OUT
+
+
+def _lock_owner(out: Path, proc: subprocess.Popen, timeout: float = 120) -> dict:
+    """The lock file's content once `proc` has taken OUT."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the batch ended before it took the lock: {proc.communicate()}")
+        try:
+            owner = json.loads((out / ".lasagna-batch.lock").read_text())
+            if owner.get("pid") == proc.pid:
+                return owner
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("the batch never took the lock")
+
+
+def test_a_second_run_into_the_same_out_is_refused_and_a_killed_runs_lock_is_taken_over(tiny_model: Path, tmp_path: Path) -> None:
+    src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "log.jsonl"
+    for i in range(3):
+        picture(src / f"f{i}.png", seed=i)
+    first = _start(["batch", "shade", str(src), str(out), "-p", "light from the left", "-m", str(tiny_model),
+                    "--steps", "100000", "--log", str(log)], tmp_path)  # never finishes a file
+    try:
+        owner = _lock_owner(out, first)
+        assert owner["host"] and owner["pid"] == first.pid
+        second = _start(["batch", "shade", str(src), str(out), "-p", "rim light", "-m", str(tiny_model), *FAST,
+                         "--log", str(log)], tmp_path)
+        _, stderr = second.communicate(timeout=120)
+        lines = stderr.strip().splitlines()
+        assert second.returncode == 1 and len(lines) == 1, stderr
+        assert "another lasagna batch is writing into it" in lines[0] and f"pid {first.pid}" in lines[0]
+        assert first.poll() is None and log.exists() and psds(out) == []  # the first run's log is not truncated
+    finally:
+        first.kill()
+        first.communicate()
+    assert (out / ".lasagna-batch.lock").exists()  # SIGKILL: no handler ran, the lock file stays, stale
+    code, stdout, stderr = cli("batch", "shade", str(src), str(out), "-p", "rim light", "-m", str(tiny_model), *FAST, "--json")
+    assert code == 0, stderr
+    assert [json.loads(line)["status"] for line in stdout.splitlines()] == ["ok"] * 3
+    assert {json.loads((out / f"f{i}.psd.json").read_text())["prompt"] for i in range(3)} == {"rim light"}
+    assert_clean(out)
+
+
+def test_shards_lock_apart_and_overlapping_runs_are_refused(tmp_path: Path) -> None:
+    from lasagna_core.batch.lock import lock_out
+    from lasagna_core.errors import OutputError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with lock_out(out, (1, 2)), lock_out(out, (2, 2)):  # one array job's shards run side by side
+        for overlapping in (None, (1, 2), (1, 3)):
+            with pytest.raises(OutputError, match=f"pid {os.getpid()}"):
+                with lock_out(out, overlapping):
+                    pass
+        assert sorted(p.name for p in out.iterdir()) == [".lasagna-batch.shard-1-of-2.lock", ".lasagna-batch.shard-2-of-2.lock"]
+    assert list(out.iterdir()) == []
+    (out / ".lasagna-batch.shard-1-of-3.lock").write_text('{"pid": 1}')  # stale: nobody holds it
+    with lock_out(out, None):
+        assert [p.name for p in out.iterdir()] == [".lasagna-batch.lock"]
+    assert list(out.iterdir()) == []
+
+
+def test_the_lock_is_released_when_the_run_fails_after_taking_it(tiny_model: Path, tmp_path: Path) -> None:
+    picture(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    code, _, stderr = cli("batch", "shade", str(tmp_path / "in"), str(out), "-p", "x", "-m", str(tiny_model),
+                          "--log", str(tmp_path / "missing" / "log.jsonl"))
+    assert code == 1 and "can't write it" in stderr
+    assert list(out.iterdir()) == []
+
+
+def test_workers_count_their_model_loads_and_stop_when_the_run_is_killed(tiny_model: Path, tmp_path: Path) -> None:
+    """`--devices cpu,cpu` stopped while both workers are on their first file loaded the model twice: the
+    summary says 2x (it said 0x, the loads being reported with the finished file). And workers whose run was
+    SIGKILLed stop instead of writing on into OUT unseen."""
+    hooks, markers = tmp_path / "hooks", tmp_path / "loaded"
+    hooks.mkdir()
+    markers.mkdir()
+    (hooks / "sitecustomize.py").write_text(  # in every process: a marker file once the model is loaded
+        "import os, pathlib\nimport lasagna_core.pipeline as pipeline\nreal = pipeline.load_prior_for\n"
+        "def load_prior_for(*args, **kwargs):\n    prior = real(*args, **kwargs)\n"
+        f"    pathlib.Path({str(markers)!r}, str(os.getpid())).touch()\n    return prior\n"
+        "pipeline.load_prior_for = load_prior_for\n"
+    )
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(4):
+        picture(src / f"f{i}.png", seed=i)
+    args = ["batch", "shade", str(src), str(out), "-p", "light", "-m", str(tiny_model), "--steps", "100000",
+            "--devices", "cpu,cpu"]
+
+    def start_and_wait_for_two_loads() -> subprocess.Popen:
+        for marker in markers.iterdir():
+            marker.unlink()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), str(REPO)])}
+        proc = subprocess.Popen([sys.executable, "-m", "lasagna_cli", *args], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 240
+        while len(list(markers.iterdir())) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        return proc
+
+    proc = start_and_wait_for_two_loads()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "model loaded 2x" in stderr, stderr
+    assert_clean(out)
+
+    proc = start_and_wait_for_two_loads()
+    workers = [int(marker.name) for marker in markers.iterdir()]
+    proc.kill()
+    proc.communicate()
+    deadline = time.monotonic() + 60
+    while any(_running(pid) for pid in workers):
+        assert time.monotonic() < deadline, "a worker went on after its run was killed"
+        time.sleep(0.1)
+    assert psds(out) == [] and not list(out.rglob("*.tmp"))  # each abandoned its file and took it back
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False

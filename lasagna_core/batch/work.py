@@ -1,0 +1,113 @@
+"""One file of a batch: its edit, isolated (a failure becomes its record), with the worker's prior reused.
+
+Every runner calls `process` for each file; torch and the pipeline are imported only when an edit runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from ..errors import LasagnaError, ModelError, reason
+from .outputs import file_identity, make_parents, sidecar_for, undo
+from .results import record
+from .signals import StopSignals
+from .types import EditConfig, Record, WorkItem
+
+if TYPE_CHECKING:
+    from ..priors.base import Prior
+
+
+class PriorSource:
+    """The prior of one worker, loaded on first use and then reused for every file; a load failure is kept
+    and raised again, so a broken model costs one attempt, not one per file. `on_load` hears of each load
+    when it happens, so the count is true even when the file that caused it is then interrupted."""
+
+    def __init__(self, config: EditConfig, device: str, on_load: Callable[[], None] | None = None):
+        self.config, self.device, self.on_load = config, device, on_load
+        self.prior: Prior | None = None
+        self.error: ModelError | None = None
+        self.loads = 0
+
+    def get(self) -> Prior:
+        if self.prior is None:
+            if self.error is not None:
+                raise self.error
+            from ..pipeline import EditRequest, load_prior_for
+
+            request = EditRequest(Path("-"), "-", template=self.config.template, model=self.config.model,
+                                  controlnet=self.config.controlnet, device=self.device, precision=self.config.precision,
+                                  **self.config.speed())
+            try:
+                self.prior = load_prior_for(request)
+            except ModelError as exc:
+                self.error = exc
+                raise
+            self.loads += 1
+            if self.on_load is not None:
+                self.on_load()
+        return self.prior
+
+
+class _LazyPrior:
+    """Stands in for the prior in `run_edit` and loads it on first use, so a file that fails before it needs
+    the model (damaged, unsupported, too large) never costs a model load - a rerun that only meets the broken
+    files loads nothing."""
+
+    def __init__(self, source: PriorSource):
+        self._source = source
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source.get(), name)
+
+
+def process(
+    item: WorkItem, config: EditConfig, priors: PriorSource, on_notice: Callable[[str], None] | None = None,
+    stop: StopSignals | None = None,
+) -> tuple[Record, bool]:
+    """Run one file: (its record, whether the failure is fatal for the whole worker - the model can't load).
+
+    Never raises for a bad file: the project's errors, and any other exception, become a failed record.
+    On any failure or interruption, what this attempt wrote is removed, so nothing is left for that file.
+    Interruptions (Interrupted, KeyboardInterrupt) are re-raised after that cleanup. Only the edit itself is
+    interruptible by `stop`: once it has returned, the file is done and its record is returned.
+    """
+    started = time.perf_counter()
+    output = Path(item.output)
+    before = {path: file_identity(path) for path in (output, sidecar_for(output))}
+    made: list[Path] = []
+
+    def failed(message: str) -> Record:
+        undo(output, before, made)
+        return record(item.input, item.output, "failed", message, time.perf_counter() - started, item.seed)
+
+    try:
+        try:
+            made += make_parents(output)
+        except OSError as exc:
+            return failed(f"{output.parent}: can't create the output folder ({exc.strerror or exc})"), False
+        from ..pipeline import EditRequest, run_edit
+
+        request = EditRequest(
+            input=Path(item.input), prompt=item.prompt, template=config.template, output=output, model=config.model,
+            controlnet=config.controlnet, layer=config.layer, steps=config.steps, guidance=config.guidance,
+            seed=item.seed, device=priors.device, precision=config.precision, variations=config.variations,
+            max_pixels=config.max_pixels, **config.speed(),
+        )
+        with stop.interruptible() if stop is not None else nullcontext():
+            run_edit(request, prior=cast("Prior", _LazyPrior(priors)), on_notice=on_notice)
+    except LasagnaError as exc:
+        if exc is priors.error:  # the model itself can't be loaded: every file would fail the same way
+            return failed(f"model: {exc}"), True
+        return failed(str(exc)), False
+    except MemoryError:
+        return failed("out of memory while editing this file"), False
+    except Exception as exc:  # a bug, or a library failing on this file: isolated to it, reported in one line
+        return failed(f"internal error: {reason(exc, with_type=True)}"), False
+    except BaseException:
+        undo(output, before, made)
+        raise
+    return record(item.input, item.output, "ok", None, time.perf_counter() - started, item.seed), False
