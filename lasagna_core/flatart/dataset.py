@@ -38,7 +38,7 @@ from ..synth.dataset import (
     run_jobs, scene_id, scene_rng, write_dataset, write_render,
 )
 from . import packages as P
-from .raster import COVERAGE, MIN_MAIN_SHARE, RULE_SIZE, shape_rule, shape_stats
+from .raster import COVERAGE, MIN_MAIN_SHARE, RULE_SIZE, require_resvg, shape_rule, shape_stats
 
 LICENCES = {
     P.FLUENT: "MIT (Microsoft Fluent Emoji, https://github.com/microsoft/fluentui-emoji)",
@@ -153,6 +153,7 @@ def generate(
         raise UsageError(f"--count must be 0 (one scene per design) or more, not {count}")
     check_share("--colored-lights", colored_lights)
     check_share("--shadow-tint", shadow_tint)
+    require_resvg()
     started = time.perf_counter()
     designs = select_designs(P.load_designs(sources))  # a few seconds; the output folder is untouched until it passes
     if not designs:

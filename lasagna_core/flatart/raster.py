@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DocumentError
+from ..errors import DocumentError, UsageError
 from .packages import SVG_NS
 
 COVERAGE = (0.10, 0.75)
@@ -70,12 +70,23 @@ def _parse(svg: str) -> ET.Element:
         raise DocumentError(f"not a readable SVG ({exc})") from None
 
 
-def render_svg(svg: str | ET.Element, size: int) -> np.ndarray:
-    """(size, size, 4) float32 RGBA in [0, 1] (sRGB, straight alpha)."""
+def require_resvg() -> None:
+    """Refuse in one line, before any work, when the SVG renderer (an optional dependency) is missing."""
+    try:
+        import resvg_py  # noqa: F401
+    except ImportError:
+        raise UsageError("rasterising SVG art needs resvg-py: pip install 'lasagna[data]' (or pip install resvg-py)") from None
+
+
+def render_svg(root: ET.Element, size: int) -> np.ndarray:
+    """(size, size, 4) float32 RGBA in [0, 1] (sRGB, straight alpha); a viewBox that is not square (Fluent's
+    swan is 32 x 33) is fitted and centred, as SVG's default preserveAspectRatio does."""
     import resvg_py
     from PIL import Image
 
-    text = svg if isinstance(svg, str) else ET.tostring(svg, encoding="unicode")
+    root.set("width", str(size))
+    root.set("height", str(size))
+    text = ET.tostring(root, encoding="unicode")
     try:
         png = resvg_py.svg_to_bytes(svg_string=text, width=size, height=size, skip_system_fonts=True)
     except ValueError as exc:
@@ -143,7 +154,7 @@ class ShapeStats:
 
 
 def shape_stats(svg: str, size: int = RULE_SIZE) -> ShapeStats:
-    opaque = render_svg(svg, size)[..., 3] >= 0.5
+    opaque = render_svg(_parse(svg), size)[..., 3] >= 0.5
     total = int(opaque.sum())
     if total == 0:
         return ShapeStats(0.0, 0.0)
