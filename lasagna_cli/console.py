@@ -51,7 +51,9 @@ def notice(text: str) -> None:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr and a non-zero exit: the whole of what a user sees when their input is wrong."""
-    stderr.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True, emoji=False)
+    from rich.markup import escape
+
+    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True, emoji=False)  # "lasagna[data]" stays
     raise typer.Exit(code)
 
 

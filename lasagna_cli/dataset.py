@@ -4,13 +4,33 @@ imported inside the command, so `lasagna --help` stays fast."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from .console import guarded, print_json, progress_bar, stderr
 
-dataset_app = typer.Typer(help="Make relighting training data (synthetic scenes rendered under named light directions).", no_args_is_help=True)
+dataset_app = typer.Typer(help="Make relighting training data: synthetic scenes, or flat emoji art inflated into 3-D, rendered under named light directions.", no_args_is_help=True)
+
+# Options both commands take, with the same meaning.
+SIZE = typer.Option(64, "--size", "-s", min=8, max=4096, help="Picture width and height in pixels.")
+SUPERSAMPLE = typer.Option(2, "--supersample", min=1, max=8, help="Rays per pixel along each axis (anti-aliasing and soft shadow edges).")
+WORKERS = typer.Option(0, "--workers", "-j", min=0, help="Processes rendering in parallel; 0: one per CPU core (the files do not depend on it).")
+OVERWRITE = typer.Option(False, "--overwrite", help="Write into a non-empty folder, replacing a data set already there.")
+JSON = typer.Option(False, "--json", help="Print a summary as one JSON object on stdout.")
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A transient bar on a TTY, as the `on_progress` callback of a data set writer; None elsewhere."""
+    with progress_bar() as bar:
+        if bar is None:
+            yield None
+            return
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @dataset_app.command("synth")
@@ -18,29 +38,28 @@ dataset_app = typer.Typer(help="Make relighting training data (synthetic scenes 
 def synth(
     out_dir: Path = typer.Argument(..., help="Folder to write images/, manifest.jsonl and dataset.json into (created if missing)."),
     count: int = typer.Option(1000, "--count", "-n", min=1, help="Number of scenes; each gives one line per light direction."),
-    size: int = typer.Option(64, "--size", "-s", min=8, max=4096, help="Picture width and height in pixels."),
+    size: int = SIZE,
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed: the same seed gives byte-identical files."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.99, help="Share of scenes in the validation split."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=0.99, help="Share of scenes in the held-out test split."),
-    supersample: int = typer.Option(2, "--supersample", min=1, max=8, help="Rays per pixel along each axis (anti-aliasing and soft shadow edges)."),
+    supersample: int = SUPERSAMPLE,
     backdrop_fraction: float = typer.Option(0.0, "--backdrop-fraction", min=0.0, max=1.0, help="Share of scenes on a plain backdrop that no light reaches instead of a ground plane (both look alike in the flat base, so a mix leaves cast shadows ambiguous)."),
     photo_like: float = typer.Option(0.0, "--photo-like", min=0.0, max=1.0, help="Share of scenes built to look like photos: a close-up or a clutter of objects, detailed textures, and a base already lit from a random direction."),
-    workers: int = typer.Option(0, "--workers", "-j", min=0, help="Processes rendering in parallel; 0: one per CPU core (the files do not depend on it)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder, replacing a data set already there."),
-    json_output: bool = typer.Option(False, "--json", help="Print a summary as one JSON object on stdout."),
+    workers: int = WORKERS,
+    overwrite: bool = OVERWRITE,
+    json_output: bool = JSON,
 ) -> None:
     """Render random primitives flat (the base) and under each named light direction, with shadows, as PNGs plus a manifest.jsonl that `lasagna train` reads."""
     from lasagna_core.synth.dataset import generate
     from lasagna_core.synth.render import SceneMix
 
     workers = workers or _auto_workers(count)
-    with progress_bar() as bar:
-        task = bar.add_task("rendering scenes", total=None) if bar is not None else None
+    with _progress("rendering scenes") as on_progress:
         result = generate(
             out_dir, count=count, size=size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
             supersample=supersample, workers=workers, overwrite=overwrite,
             mix=SceneMix(backdrop=backdrop_fraction, photo_like=photo_like),
-            on_progress=None if bar is None else lambda done, total: bar.update(task, completed=done, total=total),
+            on_progress=on_progress,
         )
     if json_output:
         print_json(result.as_dict())
@@ -60,3 +79,46 @@ def _auto_workers(count: int) -> int:
         cores = os.cpu_count() or 1
     return max(1, min(cores, 8, count // 64))
 
+
+
+@dataset_app.command("flat-art")
+@guarded
+def flat_art(
+    paths: list[Path] = typer.Argument(..., metavar="SRC... OUT", help="Unpacked package folders (npm pack @iconify-json/fluent-emoji-flat or @twemoji/svg, then tar xzf), then the folder to write images/, manifest.jsonl and dataset.json into."),
+    count: int = typer.Option(0, "--count", "-n", min=0, help="Number of scenes, each one line per light direction; 0: one per selected design (more repeats designs with new shots)."),
+    size: int = SIZE,
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed for placements, backgrounds and lights (splits go by design name, not by seed)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.99, help="Share of designs in the validation split."),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=0.99, help="Share of designs in the held-out test split."),
+    supersample: int = SUPERSAMPLE,
+    colored_lights: float = typer.Option(0.0, "--colored-lights", min=0.0, max=1.0, help="Share of pairs lit by a coloured light (warm, sunset, moonlight, ...), named in the prompt and the manifest."),
+    shadow_tint: float = typer.Option(0.5, "--shadow-tint", min=0.0, max=1.0, help="Share of the coloured pairs whose shadows take the colour's cool or complementary tint."),
+    workers: int = WORKERS,
+    overwrite: bool = OVERWRITE,
+    json_output: bool = JSON,
+) -> None:
+    """Inflate single-object emoji art (Fluent Emoji Flat, Twemoji) into 3-D shapes and render it flat (the base) and under each named light direction, with cast shadows, as PNGs plus a manifest.jsonl that `lasagna train` reads."""
+    from lasagna_core.errors import UsageError
+    from lasagna_core.flatart.dataset import generate
+
+    if len(paths) < 2:
+        raise UsageError("give at least one package folder and then the output folder: lasagna dataset flat-art SRC... OUT")
+    *sources, out_dir = paths
+    workers = workers or _auto_workers(count or 1000)  # 0: one scene per design, about 1,400 with both packages
+    with _progress("rendering flat art") as on_progress:
+        result = generate(
+            sources, out_dir, count=count, size=size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+            supersample=supersample, workers=workers, overwrite=overwrite, colored_lights=colored_lights,
+            shadow_tint=shadow_tint,
+            on_progress=on_progress,
+        )
+    if json_output:
+        print_json(result.as_dict())
+    else:
+        designs = ", ".join(f"{n} {name}" for name, n in result.designs.items())
+        splits = ", ".join(f"{n} {name}" for name, n in result.splits.items())
+        stderr.print(
+            f"wrote {result.scenes} scenes of {designs} designs ({splits}) x {len(result.directions)} directions = "
+            f"{result.pairs} pairs ({result.colored_pairs} in coloured light) to {result.manifest} in {result.seconds:.1f} s",
+            soft_wrap=True,
+        )

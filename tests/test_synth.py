@@ -166,8 +166,8 @@ def test_photo_like_scenes_are_close_ups_or_clutters_with_a_lit_base(tmp_path: P
         scene.base_light = None
         flat = R.render(scene, 16, directions=[direction])
         # the base is the flat albedo moved `share` of the way toward the relit render, in linear light
-        want = (1 - share) * R._srgb_to_linear(flat.base) + share * R._srgb_to_linear(flat.targets[direction])
-        assert np.allclose(R._srgb_to_linear(lit.base), want, atol=2e-3)
+        want = (1 - share) * R.srgb_to_linear(flat.base) + share * R.srgb_to_linear(flat.targets[direction])
+        assert np.allclose(R.srgb_to_linear(lit.base), want, atol=2e-3)
         assert np.abs(lit.base - flat.base).max() > 0.05
     generate(tmp_path / "photo", count=4, size=16, mix=R.SceneMix(photo_like=1.0))
     assert json.loads((tmp_path / "photo" / "dataset.json").read_text())["photo_like"] == 1.0

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .render import SceneMix
+from .render import Render, SceneMix
 
 from ..directions import DIRECTION_NAMES, DIRECTIONS, PROMPTS, parse_direction
 from ..errors import DocumentError, OutputError, UsageError
@@ -88,7 +88,7 @@ def scene_split(seed: int, index: int, val_fraction: float, test_fraction: float
     return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
 
 
-def _png(array: np.ndarray, path: Path) -> None:
+def write_png(array: np.ndarray, path: Path) -> None:
     from PIL import Image
 
     Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)).save(path, format="PNG", compress_level=6)
@@ -114,15 +114,21 @@ def _write_chunk(job: RenderJob) -> int:
     for index, sid in job.scenes:
         scene = random_scene(scene_rng(job.seed, index), job.mix)
         result = render(scene, job.size, supersample=job.supersample, directions=job.directions)
-        _png(result.base, job.images / f"{sid}_base.png")
-        _png(result.mask, job.images / f"{sid}_mask.png")
-        for name in job.directions:
-            _png(result.targets[name], job.images / f"{sid}_{name}.png")
+        write_render(result, job.images, sid)
     return len(job.scenes)
 
 
-def _check(count: int, size: int, seed: int, val_fraction: float, test_fraction: float, supersample: int, workers: int,
-           directions: Sequence[str], mix: SceneMix) -> None:
+def write_render(result: Render, images: Path, sid: str) -> None:
+    """A scene's base, mask and one target per direction as `<id>_base.png`, `<id>_mask.png`, `<id>_<dir>.png`."""
+    write_png(result.base, images / f"{sid}_base.png")
+    write_png(result.mask, images / f"{sid}_mask.png")
+    for name, target in result.targets.items():
+        write_png(target, images / f"{sid}_{name}.png")
+
+
+def check_options(count: int, size: int, seed: int, val_fraction: float, test_fraction: float, supersample: int,
+                  workers: int, directions: Sequence[str]) -> None:
+    """The options every renderer of data shares, refused before any work with one line each."""
     if count < 1:
         raise UsageError(f"--count must be at least 1, not {count}")
     if not 8 <= size <= 4096:
@@ -134,9 +140,6 @@ def _check(count: int, size: int, seed: int, val_fraction: float, test_fraction:
             raise UsageError(f"{name} must be at least 0 and below 1, not {value}")
     if val_fraction + test_fraction >= 1.0:
         raise UsageError(f"--val-fraction + --test-fraction must leave scenes for training (they add up to {val_fraction + test_fraction:g})")
-    for name, value in (("--backdrop-fraction", mix.backdrop), ("--photo-like", mix.photo_like)):
-        if not 0.0 <= value <= 1.0:
-            raise UsageError(f"{name} must be between 0 and 1, not {value}")
     if not 1 <= supersample <= 8:
         raise UsageError(f"--supersample must be between 1 and 8, not {supersample}")
     if workers < 1:
@@ -146,7 +149,12 @@ def _check(count: int, size: int, seed: int, val_fraction: float, test_fraction:
         raise UsageError(f"unknown light direction(s) {', '.join(unknown) or '(none given)'}: use {', '.join(DIRECTION_NAMES)}")
 
 
-def _prepare(out_dir: Path, overwrite: bool) -> Path:
+def check_share(option: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise UsageError(f"{option} must be between 0 and 1, not {value}")
+
+
+def prepare_output(out_dir: Path, overwrite: bool) -> Path:
     """Create OUT_DIR/images; refuse a non-empty folder unless overwrite, which removes only our own files."""
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a folder")
@@ -185,51 +193,28 @@ def generate(
     """Render `count` random scenes, each as a base and one relit picture per direction, and write the
     images, `manifest.jsonl` (atomically, last) and `dataset.json` into `out_dir`."""
     from .. import __version__
-    from ..document import atomic_write
     from . import render as R
 
     out_dir = Path(out_dir)
     directions = tuple(directions)
-    _check(count, size, seed, val_fraction, test_fraction, supersample, workers, directions, mix)
-    images = _prepare(out_dir, overwrite)
+    check_options(count, size, seed, val_fraction, test_fraction, supersample, workers, directions)
+    check_share("--backdrop-fraction", mix.backdrop)
+    check_share("--photo-like", mix.photo_like)
+    images = prepare_output(out_dir, overwrite)
     started = time.perf_counter()
     ids = [scene_id(i, count) for i in range(count)]
-    chunk = max(1, min(32, count // (workers * 8) or 1))
+    chunk = chunk_size(count, workers)
     jobs = [
         RenderJob(images, seed, tuple((i, ids[i]) for i in range(start, min(start + chunk, count))), size, supersample,
                   directions, mix)
         for start in range(0, count, chunk)
     ]
-    done = 0
-    if on_progress:
-        on_progress(0, count)
-    if workers == 1 or count <= chunk:
-        for job in jobs:
-            done += _write_chunk(job)
-            if on_progress:
-                on_progress(done, count)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            try:
-                for n in pool.map(_write_chunk, jobs):
-                    done += n
-                    if on_progress:
-                        on_progress(done, count)
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+    run_jobs(_write_chunk, jobs, workers, count, on_progress)
 
     splits = [scene_split(seed, i, val_fraction, test_fraction) for i in range(count)]
     lines = []
     for i, sid in enumerate(ids):
-        for name in directions:
-            lines.append(json.dumps({
-                "input": f"{IMAGES}/{sid}_base.png", "target": f"{IMAGES}/{sid}_{name}.png", "prompt": PROMPTS[name],
-                "direction": name, "mask": f"{IMAGES}/{sid}_mask.png", "split": splits[i], "scene": sid,
-            }, ensure_ascii=False))
+        lines += [manifest_line(sid, name, PROMPTS[name], splits[i]) for name in directions]
     split_counts = {s: splits.count(s) for s in SPLITS}
     info = {
         "generator": "lasagna dataset synth", "version": __version__, "count": count, "size": size, "seed": seed,
@@ -242,12 +227,58 @@ def generate(
             "base_gain": R.BASE_GAIN, "ambient": [0.25, 0.35], "key": [0.8, 1.0], "colour": "sRGB, shading in linear light",
         },
     }
+    write_dataset(out_dir, info, lines)
+    return SynthResult(out_dir, out_dir / MANIFEST, count, len(lines), size, seed, list(directions), split_counts,
+                       time.perf_counter() - started)
+
+
+def manifest_line(sid: str, direction: str, prompt: str, split: str, **extra: Any) -> str:
+    """One pair of scene `sid` as a manifest line (the keys documented above, then any extra ones)."""
+    return json.dumps({
+        "input": f"{IMAGES}/{sid}_base.png", "target": f"{IMAGES}/{sid}_{direction}.png", "prompt": prompt,
+        "direction": direction, "mask": f"{IMAGES}/{sid}_mask.png", "split": split, "scene": sid, **extra,
+    }, ensure_ascii=False)
+
+
+def chunk_size(count: int, workers: int) -> int:
+    """Scenes per job: small enough to spread over the workers and report progress, at most 32."""
+    return max(1, min(32, count // (workers * 8) or 1))
+
+
+def run_jobs(write: Callable[[Any], int], jobs: Sequence[Any], workers: int, total: int, on_progress: Progress | None) -> None:
+    """Run `write` (a module-level function returning the scenes it wrote) on each job, in `workers` spawned
+    processes when more than one, reporting scenes done out of `total`."""
+    done = 0
+    if on_progress:
+        on_progress(0, total)
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            done += write(job)
+            if on_progress:
+                on_progress(done, total)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            for n in pool.map(write, jobs):
+                done += n
+                if on_progress:
+                    on_progress(done, total)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def write_dataset(out_dir: Path, info: dict[str, Any], lines: Sequence[str]) -> None:
+    """`dataset.json`, then `manifest.jsonl` last, each atomically: a manifest on disk means a complete set."""
+    from ..document import atomic_write
+
     with atomic_write(out_dir / INFO) as f:
         f.write((json.dumps(info, indent=2) + "\n").encode("utf-8"))
     with atomic_write(out_dir / MANIFEST) as f:
         f.write(("\n".join(lines) + "\n").encode("utf-8"))
-    return SynthResult(out_dir, out_dir / MANIFEST, count, len(lines), size, seed, list(directions), split_counts,
-                       time.perf_counter() - started)
 
 
 REQUIRED = ("input", "target", "prompt")

@@ -160,7 +160,7 @@ def half_height(kind: str, size: Sequence[float], rotation: np.ndarray) -> float
 # ------------------------------------------------------------------------------------------ random scenes
 
 
-def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
     c = np.asarray(c, dtype=np.float64)
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
@@ -173,7 +173,7 @@ def linear_to_srgb(c: np.ndarray) -> np.ndarray:
 def _color(rng: np.random.Generator, sat: tuple[float, float], val: tuple[float, float], hue: float | None = None) -> np.ndarray:
     h = rng.uniform() if hue is None else hue % 1.0
     rgb = colorsys.hsv_to_rgb(h, rng.uniform(*sat), rng.uniform(*val))
-    return _srgb_to_linear(np.array(rgb))
+    return srgb_to_linear(np.array(rgb))
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
@@ -188,7 +188,7 @@ def _rotation(rng: np.random.Generator) -> np.ndarray:
     ])
 
 
-def _unit(rng: np.random.Generator) -> np.ndarray:
+def random_unit(rng: np.random.Generator) -> np.ndarray:
     v = rng.normal(size=3)
     return v / np.linalg.norm(v)
 
@@ -210,11 +210,11 @@ def random_texture(rng: np.random.Generator, *, ground: bool = False, detailed: 
         c2 = _color(rng, sat, val, hue + rng.uniform(0.2, 0.8))
     waves = np.zeros((0, 5))
     if kind == "noise":
-        waves = np.array([[*_unit(rng), rng.uniform(1.0, 4.0), rng.uniform(0, 2 * math.pi)] for _ in range(4)])
+        waves = np.array([[*random_unit(rng), rng.uniform(1.0, 4.0), rng.uniform(0, 2 * math.pi)] for _ in range(4)])
     elif kind == "fractal":
-        waves = np.array([[*_unit(rng), math.exp(rng.uniform(0.0, math.log(12.0))), rng.uniform(0, 2 * math.pi)] for _ in range(12)])
+        waves = np.array([[*random_unit(rng), math.exp(rng.uniform(0.0, math.log(12.0))), rng.uniform(0, 2 * math.pi)] for _ in range(12)])
     freq = {"stripes": rng.uniform(2.0, 5.0), "checks": rng.uniform(3.0, 7.0)}.get(kind, 1.0)
-    return Texture(kind, c1, c2, float(freq), _unit(rng), float(rng.uniform()), waves)
+    return Texture(kind, c1, c2, float(freq), random_unit(rng), float(rng.uniform()), waves)
 
 
 def random_scene(rng: np.random.Generator, mix: SceneMix = SceneMix()) -> Scene:
@@ -470,7 +470,7 @@ def _dot(v: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _shadow_directions(direction: str, ss: int) -> tuple[np.ndarray, ...]:
+def shadow_directions(direction: str, ss: int) -> tuple[np.ndarray, ...]:
     """For each shadow light of a direction's rig, its ss*ss tilted copies as a (3, ss*ss) array: sub-sample
     k = (i, j) of every pixel tilts its shadow ray by its own small offset, so a pixel sees a small area
     light (a short penumbra) instead of a point."""
@@ -499,7 +499,7 @@ def _visibility(scene: Scene, direction: str, points: np.ndarray, normals: np.nd
     bounds = np.arange(ss * ss + 1) * (n // (ss * ss))
     facing = np.zeros(n, _F)
     free = np.zeros(n, _F)
-    for light, tilted in zip(light_rig(direction).shadow, _shadow_directions(direction, ss)):
+    for light, tilted in zip(light_rig(direction).shadow, shadow_directions(direction, ss)):
         lit = np.nonzero((_dot(light, normals) > 0) & receives)[0]
         if lit.size == 0:
             continue
@@ -515,6 +515,35 @@ def _visibility(scene: Scene, direction: str, points: np.ndarray, normals: np.nd
         facing[lit] += 1
         free[lit] += ~blocked
     return np.where(facing > 0, free / np.maximum(facing, 1), _F(1))
+
+
+# --------------------------------------------------------------------------------------------- shading
+
+
+def direct_light(rig: Rig, normals: np.ndarray, ks: np.ndarray, shininess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per surface point (normals (3, N)), the rig's Lambert term sum(w max(n.l, 0)) and Blinn-Phong term
+    sum(w ks max(n.h, 0)^shininess), before shadows: the shading any renderer of this project applies."""
+    diffuse = np.zeros(normals.shape[1], _F)
+    specular = np.zeros(normals.shape[1], _F)
+    for light, weight in rig.shading:
+        ndl = _dot(light, normals)
+        facing = np.nonzero(ndl > 0)[0]
+        if facing.size == 0:
+            continue
+        diffuse[facing] += _F(weight) * ndl[facing]
+        half = light + np.array([0, 0, 1], _F)
+        half /= np.linalg.norm(half)
+        ndh = np.maximum(_dot(half, normals[:, facing]), _F(1e-6))
+        specular[facing] += _F(weight) * ks[facing] * np.exp(shininess[facing] * np.log(ndh))
+    return diffuse, specular
+
+
+def shade(albedo: np.ndarray, diffuse: np.ndarray, specular: np.ndarray, visibility: np.ndarray,
+          ambient: np.ndarray | np.float32, key: np.ndarray | np.float32) -> np.ndarray:
+    """(3, N) linear colour: albedo (ambient + key diffuse visibility) + key specular visibility. `ambient`
+    and `key` are scalars for white light or (3, 1) linear RGB intensities for coloured light and tinted
+    shadows (the same formula: times a colour of ones it is the white one, to the bit)."""
+    return albedo * (ambient + key * diffuse * visibility) + key * specular * visibility
 
 
 # ------------------------------------------------------------------------------------------- rendering
@@ -587,22 +616,10 @@ def render(scene: Scene, size: int, *, supersample: int = 2, directions: Sequenc
 
     def lit(name: str) -> np.ndarray:
         """(3, N) linear colour under the named direction's lights."""
-        rig = light_rig(name)
-        diffuse = np.zeros(shaded.size, _F)
-        specular = np.zeros(shaded.size, _F)
-        for light, weight in rig.shading:
-            ndl = _dot(light, n_s)
-            facing = np.nonzero(ndl > 0)[0]
-            if facing.size == 0:
-                continue
-            diffuse[facing] += _F(weight) * ndl[facing]
-            half = light + np.array([0, 0, 1], _F)
-            half /= np.linalg.norm(half)
-            ndh = np.maximum(_dot(half, n_s[:, facing]), _F(1e-6))
-            specular[facing] += _F(weight) * ks_s[facing] * np.exp(shin_s[facing] * np.log(ndh))
+        diffuse, specular = direct_light(light_rig(name), n_s, ks_s, shin_s)
         vis = _visibility(scene, name, points, normals, receives, ss)[shaded]
         lin = flat.copy()  # the plain backdrop keeps its base colour
-        lin[:, shaded] = albedo_s * (_F(scene.ambient) + _F(scene.key) * diffuse * vis) + _F(scene.key) * specular * vis
+        lin[:, shaded] = shade(albedo_s, diffuse, specular, vis, _F(scene.ambient), _F(scene.key))
         return lin
 
     relit = {name: lit(name) for name in directions}
@@ -610,11 +627,11 @@ def render(scene: Scene, size: int, *, supersample: int = 2, directions: Sequenc
     if scene.base_light is not None:
         name, share = scene.base_light
         base_lin = (1 - _F(share)) * flat + _F(share) * (relit[name] if name in relit else lit(name))
-    mask = _box(on_object.astype(_F)[None], size, ss)[0]
-    return Render(_finish(base_lin, size, ss), mask, {name: _finish(lin, size, ss) for name, lin in relit.items()})
+    mask = box_filter(on_object.astype(_F)[None], size, ss)[0]
+    return Render(finish(base_lin, size, ss), mask, {name: finish(lin, size, ss) for name, lin in relit.items()})
 
 
-def _box(a: np.ndarray, size: int, ss: int) -> np.ndarray:
+def box_filter(a: np.ndarray, size: int, ss: int) -> np.ndarray:
     """(C, N) rays in sub-sample blocks -> (C, size, size), the mean of each pixel's ss x ss samples."""
     blocks = a.reshape(a.shape[0], ss * ss, size * size)
     out = blocks[:, 0].copy()
@@ -623,6 +640,6 @@ def _box(a: np.ndarray, size: int, ss: int) -> np.ndarray:
     return (out * _F(1.0 / (ss * ss))).reshape(a.shape[0], size, size)
 
 
-def _finish(lin: np.ndarray, size: int, ss: int) -> np.ndarray:
+def finish(lin: np.ndarray, size: int, ss: int) -> np.ndarray:
     """(3, N) linear at ss x resolution -> (size, size, 3) sRGB, box-filtered in linear light."""
-    return linear_to_srgb(_box(np.clip(lin, 0, 1), size, ss).transpose(1, 2, 0))
+    return linear_to_srgb(box_filter(np.clip(lin, 0, 1), size, ss).transpose(1, 2, 0))
