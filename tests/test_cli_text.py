@@ -122,3 +122,24 @@ def test_batch_lines_and_summary_print_names_as_given(tmp_path: Path) -> None:
     assert "failed  in/[b]bad[red].png: damaged or unreadable image (cannot identify image file" in err, err
     assert any(line.startswith("ok      in/photo [final].png -> out/photo [final].psd (") for line in lines), err
     assert any(line.split()[:2] == ["in/[b]bad[red].png", "damaged"] for line in lines), err  # the summary table
+
+
+def test_models_pull_offline_keeps_the_whole_hint(tmp_path: Path) -> None:
+    code, out, err = run("models", "pull", "lasagna-tests/not-cached", cwd=tmp_path, color=False,
+                         HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Could not download 'lasagna-tests/not-cached': "), err
+    assert lines[0].endswith("set 'HF_HUB_OFFLINE=0' as environment variable."), err
+
+
+def test_reason_shortens_by_whole_sentences_and_words() -> None:
+    from lasagna_core.errors import reason
+
+    hint = "To go online, set 'HF_HUB_OFFLINE=0' as environment variable."
+    assert reason(OSError(f"{'Not cached here. ' * 11}{hint}\nsecond line")).endswith(f"here. {hint}")
+    assert reason(OSError("Short. " + "x" * 300)) == "Short."  # a later sentence too long for the limit is left out
+    long = reason(ValueError("word " * 100), limit=50)
+    assert long == " ".join(["word"] * 10) + "..."
+    assert reason(ValueError("a" * 80), limit=50) == "a" * 50 + "..."  # a "word" longer than the limit
+    assert reason(KeyError(), with_type=True) == "KeyError"
