@@ -121,10 +121,19 @@ def check_pixel_limit(path: Path, width: int, height: int, max_pixels: int) -> N
     if width <= 0 or height <= 0:
         raise DocumentError(f"{path.name}: the document has no pixels ({width}x{height})")
     if width * height > max_pixels:
+        size, limit = _pixel_counts(width * height, max_pixels)
         raise ImageTooLargeError(
-            f"{path.name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, above the limit of "
-            f"{max_pixels / 1e6:.0f}; pass --max-pixels {width * height} to open it anyway"
+            f"{path.name}: {width}x{height} is {size}, above the limit of {limit}; "
+            f"pass --max-pixels {width * height} to open it anyway"
         )
+
+
+def _pixel_counts(*counts: int) -> list[str]:
+    """Counts as '151.2 megapixels', or as exact pixels where megapixels would say 0 or the same for all."""
+    mega = [f"{round(n / 1e6, 1):g} megapixels" for n in counts]
+    if min(counts) < 1_000_000 or len(set(mega)) < len(mega):
+        return [f"{n:,} pixels" for n in counts]
+    return mega
 
 
 def read_layer_tree(psd: Any) -> list[Node]:

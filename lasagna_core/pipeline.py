@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from .layers import PixelNode
 from .priors import load_prior
 from .priors.base import Prior
 from .resample import resize
-from .templates import DistillSettings, EditSpec, load_template
+from .templates import DistillSettings, EditSpec, load_template, settings_with
 
 
 @dataclass
@@ -134,35 +134,40 @@ def load_prior_for(request: EditRequest, spec: EditSpec | None = None) -> Prior:
 
 
 def edit_settings(spec: EditSpec, steps: int | None = None, guidance: float | None = None) -> DistillSettings:
-    """The template's distillation defaults with the command line's --steps / --guidance, checked."""
+    """The template's distillation defaults with the command line's --steps / --guidance, checked by the same
+    rules as the template's own values."""
     overrides = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
-    settings = replace(spec.defaults, **overrides)
-    if settings.steps < 1:
-        raise UsageError("--steps must be at least 1")
-    return settings
+    try:
+        return settings_with(overrides, base=spec.defaults, label=lambda key: f"--{key}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _coverage(doc: Document, mask_path: Path | None, max_pixels: int) -> Tensor | None:
     """Where the edit may act, [1, 1, H, W]: the --mask file (its alpha, else its gray), else the base's alpha.
     Checked before any model is loaded; an empty coverage is refused, since there would be nothing to edit."""
     if mask_path is None:
-        coverage = None if doc.alpha is None else torch.from_numpy(doc.alpha)[None]
+        if doc.alpha is None:
+            return None
+        coverage, source, empty = torch.from_numpy(doc.alpha)[None], doc.path.name, "fully transparent"
     else:
-        coverage = _mask_file(doc, mask_path, max_pixels)
-    if coverage is not None and not bool((coverage > 0).any()):
-        source = mask_path.name if mask_path is not None else doc.path.name
-        raise DocumentError(f"{source}: fully transparent, so there is nothing to edit")
+        coverage, empty = _mask_file(doc, mask_path, max_pixels)
+        source = mask_path.name
+    if not bool((coverage > 0).any()):
+        raise DocumentError(f"{source}: {empty}, so there is nothing to edit")
     return coverage
 
 
-def _mask_file(doc: Document, mask_path: Path, max_pixels: int) -> Tensor:
+def _mask_file(doc: Document, mask_path: Path, max_pixels: int) -> tuple[Tensor, str]:
+    """The mask's plane, and what an empty one is called: its alpha (transparent) or else its gray (black)."""
     mask_doc = load(mask_path, max_pixels=max_pixels)
     if (mask_doc.width, mask_doc.height) != (doc.width, doc.height):
         raise UsageError(
             f"--mask {mask_path.name} is {mask_doc.width}x{mask_doc.height} but the document is {doc.width}x{doc.height}"
         )
-    plane = mask_doc.alpha if mask_doc.alpha is not None else mask_doc.base.mean(axis=0, keepdims=True)
-    return torch.from_numpy(np.ascontiguousarray(plane))[None]
+    if mask_doc.alpha is not None:
+        return torch.from_numpy(np.ascontiguousarray(mask_doc.alpha))[None], "fully transparent"
+    return torch.from_numpy(np.ascontiguousarray(mask_doc.base.mean(axis=0, keepdims=True)))[None], "all black"
 
 
 def _full_size_layers(
