@@ -52,6 +52,10 @@ _PSD_MODES = {0: "bitmap", 1: "grayscale", 2: "indexed", 3: "rgb", 4: "cmyk", 7:
 logging.getLogger("psd_tools").addHandler(logging.NullHandler())
 
 
+RASTER_LAYER = "Background"
+"""The name of the one layer a raster input becomes in the written PSD."""
+
+
 @dataclass
 class Document:
     """An opened input: the base image the edit is computed from, and what is needed to write it back."""
@@ -66,6 +70,7 @@ class Document:
     alpha: np.ndarray | None  # float32 [1, H, W]; None when the base is opaque everywhere
     base_layer: str | None = None  # name of the --layer base, the layer new layers get clipped to
     notices: list[str] = field(default_factory=list)  # conversions made while reading, for the CLI to show
+    layer_names: tuple[str, ...] = ()  # every layer and group the output will hold already: new ones are named apart
 
 
 @dataclass(frozen=True)
@@ -258,6 +263,7 @@ def _read_psd(path: Path, *, layer: str | None, max_pixels: int) -> Document:
         alpha=_drop_opaque(alpha),
         base_layer=layer,
         notices=notices,
+        layer_names=tuple(node.name for node in psd.descendants()),
     )
 
 
@@ -353,6 +359,7 @@ def _load_raster(path: Path, *, max_pixels: int) -> Document:
         base=_as_rgb(color),
         alpha=_drop_opaque(alpha),
         notices=notices,
+        layer_names=(RASTER_LAYER,),
     )
 
 
@@ -600,7 +607,7 @@ def _open_for_writing(doc: Document) -> Any:
         return open_psd(doc.path, max_pixels=doc.width * doc.height)
     psd = PSDImage.new("RGB", (doc.width, doc.height), depth=doc.depth)
     pixels = doc.base if doc.alpha is None else np.concatenate([doc.base, doc.alpha])
-    psd.create_pixel_layer_from_array(np.ascontiguousarray(pixels.transpose(1, 2, 0)), name="Background")
+    psd.create_pixel_layer_from_array(np.ascontiguousarray(pixels.transpose(1, 2, 0)), name=RASTER_LAYER)
     return psd
 
 
