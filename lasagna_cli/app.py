@@ -11,7 +11,7 @@ from lasagna_core import __version__
 from lasagna_core.document import DEFAULT_MAX_PIXELS
 
 from .batch import BatchCommand, batch_command
-from .console import guarded, notice, print_json, stderr, stdout
+from .console import guarded, notice, print_json, say, show, stdout, styled
 from .dataset import dataset_app
 from .edit import make_edit_command
 from .evaluate import eval_command
@@ -23,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain text too: "pip install 'lasagna[eval]'" keeps its brackets
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -31,7 +32,7 @@ MaxPixels = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse docume
 
 def _version(value: bool) -> None:
     if value:
-        stdout.print(f"lasagna {__version__}")
+        show(f"lasagna {__version__}")
         raise typer.Exit()
 
 
@@ -58,26 +59,24 @@ def inspect(
         return
     from rich.tree import Tree
 
-    tree = Tree(
-        f"[bold]{file.name}[/]  {info['format'].upper()}  {info['width']}x{info['height']}  "
+    tree = Tree(styled(
+        (file.name, "bold"), f"  {info['format'].upper()}  {info['width']}x{info['height']}  "
         f"{info['mode']}  {info['depth']}-bit" + ("" if info["has_merged_image"] else "  (no merged image)")
-    )
+    ))
     _add_layers(tree, info["layers"])
     stdout.print(tree)
 
 
 def _add_layers(tree: Any, layers: list[dict[str, Any]]) -> None:
-    from rich.markup import escape
-
     for layer in layers:
         flags = [] if layer["visible"] else ["hidden"]
         flags += ["clipped"] if layer["clipping"] else []
         flags += ["mask"] if layer["has_mask"] else []
         left, top, right, bottom = layer["bbox"]
-        label = (
-            f"{escape(layer['name'])}  [dim]{layer['kind']}  {layer['blend_mode']}  {layer['opacity'] * 100:.0f}%  "
-            f"bbox {left},{top} {right - left}x{bottom - top}{'  ' + ' '.join(flags) if flags else ''}[/]"
-        )
+        label = styled(layer["name"], (
+            f"  {layer['kind']}  {layer['blend_mode']}  {layer['opacity'] * 100:.0f}%  "
+            f"bbox {left},{top} {right - left}x{bottom - top}{'  ' + ' '.join(flags) if flags else ''}", "dim"
+        ))
         branch = tree.add(label)
         _add_layers(branch, layer.get("children", []))
 
@@ -96,7 +95,7 @@ def flatten(
     for text in notices:
         notice(text)
     save_png(color, alpha, output)
-    stderr.print(f"wrote {output}")
+    say(f"wrote {output}")
 
 
 app.command("shade")(make_edit_command("shade", "Distil shading into a Multiply (shadows) and a Screen (light) layer."))
@@ -123,7 +122,7 @@ def templates(
         return
     for spec in specs:
         layers = ", ".join(f"{l.name} ({l.blend_mode.value}{', RGB' if l.channels == 3 else ''}{' + alpha' if l.alpha else ''})" for l in spec.layers)
-        stdout.print(f"[bold]{spec.name}[/]  {spec.description}\n    layers: {layers}\n    model: {spec.model}")
+        show((spec.name, "bold"), f"  {spec.description}\n    layers: {layers}\n    model: {spec.model}")
 
 
 models = typer.Typer(help="Download and manage diffusion priors.", no_args_is_help=True)
@@ -143,7 +142,7 @@ def models_pull(
     from lasagna_core.priors import pull_model
 
     path = pull_model(model_id, controlnet=controlnet)
-    stdout.print(str(path))
+    show(str(path))
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from typer.core import TyperCommand
 
 from lasagna_core.document import DEFAULT_MAX_PIXELS
 
-from .console import notice, print_json, progress_bar, stderr, user_errors
+from .console import notice, print_json, progress_bar, say, stderr, styled, user_errors
 
 if TYPE_CHECKING:
     from lasagna_core.batch import BatchSummary, Record
@@ -138,16 +138,12 @@ class _Reporter:
         self._line(rec)
 
     def _line(self, rec: Record) -> None:
-        from rich.markup import escape
-
         status = rec["status"]
         if status == "failed":
-            text = f"{rec['input']}: {_without_name(rec['input'], rec['error'])}"
-            stderr.print(f"[bold red]failed[/]  {escape(text)}", markup=True, soft_wrap=True, emoji=False, highlight=False)
+            say(("failed", "bold red"), f"  {rec['input']}: {_without_name(rec['input'], rec['error'])}")
         elif not self.quiet and self.bar is None:  # on a TTY the bar shows progress; elsewhere one line per file
             detail = f" -> {rec['output']} ({rec['seconds']:.1f} s)" if status == "ok" else " (output already complete)"
-            stderr.print(f"{status:<7} {escape(rec['input'])}{escape(detail)}", markup=True, soft_wrap=True,
-                         emoji=False, highlight=False)
+            say(f"{status:<7} {rec['input']}{detail}")
 
     def notice(self, text: str) -> None:
         if not self.quiet:
@@ -159,30 +155,29 @@ class _Reporter:
 
 def _print_summary(summary: BatchSummary, log: Path | None) -> None:
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
 
-    stderr.print(_headline(summary), soft_wrap=True, highlight=False)
+    say(_headline(summary))
     table = Table(box=box.SIMPLE, show_header=True, header_style="bold")
     table.add_column("status")
     table.add_column("files", justify="right")
     for name, count, style in (("ok", summary.ok, "green"), ("skipped", summary.skipped, "cyan"),
                                ("failed", summary.failed, "red"), ("not attempted", summary.not_attempted, "yellow")):
         if count or name in ("ok", "failed"):
-            table.add_row(f"[{style}]{name}[/]", str(count))
-    table.add_row("[bold]total[/]", str(summary.total))
+            table.add_row(styled((name, style)), str(count))
+    table.add_row(styled(("total", "bold")), str(summary.total))
     stderr.print(table)
     if summary.failures:
         failures = Table(box=box.SIMPLE, show_header=True, header_style="bold")
         failures.add_column("failed file", overflow="fold")
         failures.add_column("error", overflow="fold")
         for input_path, error in summary.failures[:20]:
-            failures.add_row(escape(input_path), escape(_without_name(input_path, error)))
+            failures.add_row(input_path, _without_name(input_path, error))
         stderr.print(failures)
         if len(summary.failures) > 20:
-            stderr.print(f"... and {len(summary.failures) - 20} more" + (f" (see {escape(str(log))})" if log else ""))
+            say(f"... and {len(summary.failures) - 20} more" + (f" (see {log})" if log else ""))
     elif log is not None:
-        stderr.print(f"log: {escape(str(log))}")
+        say(f"log: {log}")
 
 
 def _without_name(input_path: str, error: str | None) -> str:

@@ -1,4 +1,10 @@
-"""Where output goes: results scripts read on stdout, everything for people on stderr, colour only on a TTY."""
+"""Where output goes: results scripts read on stdout, everything for people on stderr, colour only on a TTY.
+
+Text is printed as given. Both consoles parse no rich markup and no emoji codes, so a file called
+`photo [final].png`, a prompt like `[/] make it nice` or a message naming `lasagna[eval]` reaches the user
+unchanged: text from users and from error messages is data, never markup. The tool's own styling is applied
+as rich styles on the parts it names (`say(("error:", "bold red"), " ", message)`), never parsed out of text.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +17,32 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from lasagna_core.errors import LasagnaError
 
-stderr = Console(stderr=True, highlight=False, no_color="NO_COLOR" in os.environ)
-stdout = Console(highlight=False, no_color="NO_COLOR" in os.environ)
+_PLAIN: dict[str, Any] = {"markup": False, "emoji": False, "highlight": False, "no_color": "NO_COLOR" in os.environ}
+stderr = Console(stderr=True, **_PLAIN)
+stdout = Console(**_PLAIN)
 
 T = TypeVar("T")
+Part = str | tuple[str, str]
+"""A piece of a line: plain text, or (plain text, rich style) for the tool's own styling."""
+
+
+def styled(*parts: Part) -> Text:
+    """One line from plain pieces and (text, style) pairs; no piece is ever read as markup."""
+    return Text.assemble(*parts)
+
+
+def say(*parts: Part) -> None:
+    """A line for people, on stderr, unwrapped (a long path stays one line in logs)."""
+    stderr.print(styled(*parts), soft_wrap=True)
+
+
+def show(*parts: Part) -> None:
+    """A line of a result, on stdout, unwrapped."""
+    stdout.print(styled(*parts), soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -36,9 +61,9 @@ def progress_bar(*, loss: bool = False, elapsed: bool = False) -> Iterator[Any]:
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    columns: list[Any] = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn()]
     if loss:
-        columns.append(TextColumn("loss {task.fields[loss]}"))
+        columns.append(TextColumn("loss {task.fields[loss]}", markup=False))
     if elapsed:
         columns.append(TimeElapsedColumn())
     with Progress(*columns, TimeRemainingColumn(), console=stderr, transient=True) as bar:
@@ -46,14 +71,12 @@ def progress_bar(*, loss: bool = False, elapsed: bool = False) -> Iterator[Any]:
 
 
 def notice(text: str) -> None:
-    stderr.print(f"[yellow]note:[/] {text}", markup=True, soft_wrap=True)
+    say(("note:", "yellow"), " ", text)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr and a non-zero exit: the whole of what a user sees when their input is wrong."""
-    from rich.markup import escape
-
-    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True, emoji=False)  # "lasagna[data]" stays
+    say(("error:", "bold red"), " ", message)
     raise typer.Exit(code)
 
 

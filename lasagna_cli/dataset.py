@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from .console import guarded, print_json, progress_bar, stderr
+from .console import guarded, print_json, progress_bar, say
 
 dataset_app = typer.Typer(help="Make relighting training data: synthetic scenes, or flat emoji art inflated into 3-D, rendered under named light directions.", no_args_is_help=True)
 
@@ -65,10 +65,8 @@ def synth(
         print_json(result.as_dict())
     else:
         splits = ", ".join(f"{n} {name}" for name, n in result.splits.items())
-        stderr.print(
-            f"wrote {result.scenes} scenes x {len(result.directions)} directions = {result.pairs} pairs ({splits}) "
-            f"to {result.manifest} in {result.seconds:.1f} s", soft_wrap=True,
-        )
+        say(f"wrote {result.scenes} scenes x {len(result.directions)} directions = {result.pairs} pairs ({splits}) "
+            f"to {result.manifest} in {result.seconds:.1f} s")
 
 
 def _auto_workers(count: int) -> int:

@@ -11,7 +11,7 @@ import typer
 
 from lasagna_core.document import DEFAULT_MAX_PIXELS
 
-from .console import notice, print_json, progress_bar, stderr, user_errors
+from .console import notice, print_json, progress_bar, say, user_errors
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -63,7 +63,7 @@ def make_edit_command(default_template: str, summary: str) -> Callable[..., None
                             "seconds": round(result.seconds, 3), **result.record})
             else:
                 names = ", ".join(f"{l['name']} ({l['blend_mode']})" for l in result.record["layers"])
-                stderr.print(f"wrote {result.output}: {names} in {result.seconds:.1f} s")
+                say(f"wrote {result.output}: {names} in {result.seconds:.1f} s")
 
     command.__doc__ = summary
     return command

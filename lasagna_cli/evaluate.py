@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from .console import guarded, print_json, stderr, stdout
+from .console import guarded, print_json, say, show, stderr
 
 
 @guarded
@@ -41,16 +41,16 @@ def eval_command(
     )
     for path in out:
         write_report(report, path)
-        stderr.print(f"wrote {path}")
+        say(f"wrote {path}")
     if json_output:
         print_json({k: v for k, v in report.to_json().items() if k != "results"})
     else:
-        stdout.print(markdown_table(report), markup=False, highlight=False, soft_wrap=True)
+        show(markdown_table(report))
 
 
 def _progress(done: int, total: int, method: str) -> None:
     if stderr.is_terminal or done == total or done % 20 == 0:
-        stderr.print(f"eval: {method} {done}/{total}", soft_wrap=True)
+        say(f"eval: {method} {done}/{total}")
 
 
 def _load(path: Path) -> Any:

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from .console import guarded, print_json, progress_bar, stderr
+from .console import guarded, print_json, progress_bar, say
 
 train_app = typer.Typer(help="Train a relighting prior on a manifest (see `lasagna dataset synth`).", no_args_is_help=True)
 
@@ -94,11 +94,11 @@ def _report(result: Any, json_output: bool) -> None:
                     "final_loss": result.history["loss"][-1] if result.history.get("loss") else None})
         return
     if result.finished:
-        stderr.print(f"wrote {result.output} after {result.steps_done} steps in {result.seconds / 60:.1f} min "
-                     f"(loss curve: {result.loss_curve})")
+        say(f"wrote {result.output} after {result.steps_done} steps in {result.seconds / 60:.1f} min "
+            f"(loss curve: {result.loss_curve})")
     else:
-        stderr.print(f"stopped at step {result.steps_done}/{result.steps} after {result.seconds / 60:.1f} min; "
-                     "run the same command again to resume")
+        say(f"stopped at step {result.steps_done}/{result.steps} after {result.seconds / 60:.1f} min; "
+            "run the same command again to resume")
 
 
 @contextmanager
@@ -109,8 +109,8 @@ def _progress(label: str, log_every: int) -> Iterator[Callable[[Any], None]]:
             def line(info: Any) -> None:
                 if info.step % log_every == 0 or info.step == info.steps:
                     eta = info.seconds / max(info.step, 1) * (info.steps - info.step)
-                    stderr.print(f"step {info.step}/{info.steps} loss {info.loss:.4f} lr {info.learning_rate:.2e} "
-                                 f"elapsed {info.seconds / 60:.1f} min eta {eta / 60:.1f} min", soft_wrap=True)
+                    say(f"step {info.step}/{info.steps} loss {info.loss:.4f} lr {info.learning_rate:.2e} "
+                        f"elapsed {info.seconds / 60:.1f} min eta {eta / 60:.1f} min")
 
             yield line
             return

@@ -99,33 +99,40 @@ def _fail(prompt: str, why: str) -> UsageError:
     )
 
 
+# Words that turn the directions after them, up to the end of the clause, into where the light is NOT from.
+# "isn't"/"don't" arrive as "isn"/"don" once punctuation is gone.
+_NEGATIONS = frozenset({"no", "not", "without", "never", "nor", "neither", "none", "non", "except", "avoid",
+                        "isn", "don", "doesn", "aren", "shouldn"})
+# A negation's reach ends at punctuation or "but" ("not from the left, but from the right").
+_CLAUSE_BREAK = re.compile(r"[,;:.!?()]|\bbut\b")
+
+
 def parse_direction(prompt: str) -> str:
     """The named direction (a key of DIRECTIONS) a natural prompt asks for.
 
     "light from the left" -> "left"; "lit from the top right" / "sunlight from the upper left" -> diagonals;
     "light coming from above" -> "top"; "backlit" / "rim light from behind" -> "back"; "front lighting" ->
     "front". When a prompt names a side of the picture and also front/back ("rim light from the left"), the
-    side wins: it is what shows in the picture. A prompt with no direction, or with opposite sides ("left and
-    right"), raises UsageError with one line listing what is understood.
+    side wins: it is what shows in the picture. A direction after a negation in its clause ("no light from the
+    left", "without ... left") says where the light is not from: it is set aside, so "light from the right,
+    not the left" is "right", but a prompt that only says where the light is not from has no one direction
+    and is refused. A prompt with no direction, or with opposite sides ("left and right"), raises UsageError
+    with one line listing what is understood.
     """
     if not isinstance(prompt, str):
         raise _fail(str(prompt), "not text")
     text = prompt.lower().replace("_", " ").replace("-", " ").replace("\u2011", " ")
-    text = re.sub(r"[^a-z0-9]+", " ", text).strip()
-    if text in DIRECTIONS:  # exact names, e.g. "left"
-        return text
+    if _words(text) in DIRECTIONS:  # exact names, e.g. "left"
+        return _words(text)
     found: list[str] = []
-    padded = f" {text} "
-    for phrase, component in _PHRASES:
-        if f" {phrase} " in padded:
-            found.append(component)
-            padded = padded.replace(f" {phrase} ", " ")
-    for word in padded.split():
-        if word in _COMPOUNDS:
-            found.extend(_COMPOUNDS[word])
-        elif word in _WORDS:
-            found.append(_WORDS[word])
+    negated: list[str] = []
+    for clause in (_words(part) for part in _CLAUSE_BREAK.split(text)):
+        asked, refused = _clause_components(clause)
+        found += asked
+        negated += refused
     parts = set(found)
+    if not parts and negated:
+        raise _fail(prompt, "it says where the light does not come from, not where it comes from")
     if not parts:
         raise _fail(prompt, "no direction found")
     for a, b in (("left", "right"), ("top", "bottom")):
@@ -140,6 +147,27 @@ def parse_direction(prompt: str) -> str:
     if "front" in parts and "back" in parts:
         raise _fail(prompt, "it names both front and back")
     return "front" if "front" in parts else "back"
+
+
+def _words(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", text).strip()
+
+
+def _clause_components(clause: str) -> tuple[list[str], list[str]]:
+    """The direction components one clause names, split into asked for and negated (after a negation)."""
+    asked: list[str] = []
+    negated: list[str] = []
+    padded = f" {clause} "
+    for phrase, component in _PHRASES:
+        if f" {phrase} " in padded:
+            (negated if _NEGATIONS.intersection(padded.split(f" {phrase} ")[0].split()) else asked).append(component)
+            padded = padded.replace(f" {phrase} ", " ")
+    after_negation = False
+    for word in padded.split():
+        after_negation = after_negation or word in _NEGATIONS
+        components = _COMPOUNDS.get(word) or ((_WORDS[word],) if word in _WORDS else ())
+        (negated if after_negation else asked).extend(components)
+    return asked, negated
 
 
 def direction_vector(direction: str) -> tuple[float, float, float]:

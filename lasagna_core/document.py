@@ -52,6 +52,10 @@ _PSD_MODES = {0: "bitmap", 1: "grayscale", 2: "indexed", 3: "rgb", 4: "cmyk", 7:
 logging.getLogger("psd_tools").addHandler(logging.NullHandler())
 
 
+RASTER_LAYER = "Background"
+"""The name of the one layer a raster input becomes in the written PSD."""
+
+
 @dataclass
 class Document:
     """An opened input: the base image the edit is computed from, and what is needed to write it back."""
@@ -66,6 +70,7 @@ class Document:
     alpha: np.ndarray | None  # float32 [1, H, W]; None when the base is opaque everywhere
     base_layer: str | None = None  # name of the --layer base, the layer new layers get clipped to
     notices: list[str] = field(default_factory=list)  # conversions made while reading, for the CLI to show
+    layer_names: tuple[str, ...] = ()  # every layer and group the output will hold already: new ones are named apart
 
 
 @dataclass(frozen=True)
@@ -121,10 +126,19 @@ def check_pixel_limit(path: Path, width: int, height: int, max_pixels: int) -> N
     if width <= 0 or height <= 0:
         raise DocumentError(f"{path.name}: the document has no pixels ({width}x{height})")
     if width * height > max_pixels:
+        size, limit = _pixel_counts(width * height, max_pixels)
         raise ImageTooLargeError(
-            f"{path.name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, above the limit of "
-            f"{max_pixels / 1e6:.0f}; pass --max-pixels {width * height} to open it anyway"
+            f"{path.name}: {width}x{height} is {size}, above the limit of {limit}; "
+            f"pass --max-pixels {width * height} to open it anyway"
         )
+
+
+def _pixel_counts(*counts: int) -> list[str]:
+    """Counts as '151.2 megapixels', or as exact pixels where megapixels would say 0 or the same for all."""
+    mega = [f"{round(n / 1e6, 1):g} megapixels" for n in counts]
+    if min(counts) < 1_000_000 or len(set(mega)) < len(mega):
+        return [f"{n:,} pixels" for n in counts]
+    return mega
 
 
 def read_layer_tree(psd: Any) -> list[Node]:
@@ -249,6 +263,7 @@ def _read_psd(path: Path, *, layer: str | None, max_pixels: int) -> Document:
         alpha=_drop_opaque(alpha),
         base_layer=layer,
         notices=notices,
+        layer_names=tuple(node.name for node in psd.descendants()),
     )
 
 
@@ -344,6 +359,7 @@ def _load_raster(path: Path, *, max_pixels: int) -> Document:
         base=_as_rgb(color),
         alpha=_drop_opaque(alpha),
         notices=notices,
+        layer_names=(RASTER_LAYER,),
     )
 
 
@@ -591,7 +607,7 @@ def _open_for_writing(doc: Document) -> Any:
         return open_psd(doc.path, max_pixels=doc.width * doc.height)
     psd = PSDImage.new("RGB", (doc.width, doc.height), depth=doc.depth)
     pixels = doc.base if doc.alpha is None else np.concatenate([doc.base, doc.alpha])
-    psd.create_pixel_layer_from_array(np.ascontiguousarray(pixels.transpose(1, 2, 0)), name="Background")
+    psd.create_pixel_layer_from_array(np.ascontiguousarray(pixels.transpose(1, 2, 0)), name=RASTER_LAYER)
     return psd
 
 

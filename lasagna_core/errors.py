@@ -1,5 +1,7 @@
 """Errors a user can cause. The CLI turns each into one stderr line and an exit code."""
 
+import re
+
 
 class LasagnaError(Exception):
     """Base of every error that is the user's input, not a bug; its message is written for a person."""
@@ -39,9 +41,29 @@ class DistillationError(LasagnaError):
 
 def reason(exc: BaseException, *, with_type: bool = False, limit: int = 200) -> str:
     """The first line of an exception's message, for a one-line error. The type's name stands in for an empty
-    message, or goes in front of it with `with_type` (for failures that are a library's, not the user's)."""
+    message, or goes in front of it with `with_type` (for failures that are a library's, not the user's).
+    A long line is shortened to about `limit` characters by whole sentences (see `shorten`)."""
     lines = str(exc).strip().splitlines()
-    text = lines[0][:limit] if lines else ""
+    text = shorten(lines[0], limit) if lines else ""
     if with_type or not text:
         return f"{type(exc).__name__}: {text}".rstrip(": ")
     return text
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to about `limit` characters without breaking a sentence or a word: every sentence that begins
+    within the limit is kept whole, since a library's hint ("... set 'HF_HUB_OFFLINE=0' ...") is often the
+    last one; a later sentence longer than `limit` is left out. Only a first sentence longer than `limit` is
+    cut, after its last word that fits, with '...' (mid-word only for a "word" longer than the limit)."""
+    kept: list[str] = []
+    length = 0
+    for sentence in re.split(r"(?<=[.!?;])\s+", text.strip()):
+        if kept and (length >= limit or len(sentence) > limit):
+            break
+        if len(sentence) > limit:
+            cut = sentence.rfind(" ", 0, limit + 1)
+            kept.append(sentence[: cut if cut > 0 else limit].rstrip(" ,;:") + "...")
+            break
+        kept.append(sentence)
+        length += len(sentence) + 1
+    return " ".join(kept)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from .layers import PixelNode
 from .priors import load_prior
 from .priors.base import Prior
 from .resample import resize
-from .templates import DistillSettings, EditSpec, load_template
+from .templates import DistillSettings, EditSpec, load_template, settings_with
 
 
 @dataclass
@@ -103,6 +103,7 @@ def run_edit(
     mask_low = None if coverage is None else resize(coverage.to(device), size)
     condition = prior.condition(spec.render_prompt(request.prompt), base_low, spec.negative_prompt)
 
+    names = layer_names(spec, request.variations, set(doc.layer_names))
     nodes: list[PixelNode] = []
     for index in range(request.variations):
         seed = request.seed + index
@@ -110,9 +111,9 @@ def run_edit(
         generator = distill(base_low, spec.layers, prior, condition, settings, seed=seed, mask=mask_low, on_step=step_hook)
         with torch.no_grad():
             outputs = generator(base_low)
-        nodes += _full_size_layers(spec, outputs, base_low, base, coverage, index)
+        nodes += _full_size_layers(spec, outputs, base_low, base, coverage, index, names[index])
 
-    record = _record(request, spec, settings, model, output, size, device)
+    record = _record(request, spec, settings, model, output, size, device, names[0])
     save_psd(doc, nodes, output, record=record, overwrite_input=request.overwrite_input)
     return EditResult(output, output.with_name(output.name + ".json"), time.perf_counter() - started, record)
 
@@ -134,45 +135,66 @@ def load_prior_for(request: EditRequest, spec: EditSpec | None = None) -> Prior:
 
 
 def edit_settings(spec: EditSpec, steps: int | None = None, guidance: float | None = None) -> DistillSettings:
-    """The template's distillation defaults with the command line's --steps / --guidance, checked."""
+    """The template's distillation defaults with the command line's --steps / --guidance, checked by the same
+    rules as the template's own values."""
     overrides = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
-    settings = replace(spec.defaults, **overrides)
-    if settings.steps < 1:
-        raise UsageError("--steps must be at least 1")
-    return settings
+    try:
+        return settings_with(overrides, base=spec.defaults, label=lambda key: f"--{key}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _coverage(doc: Document, mask_path: Path | None, max_pixels: int) -> Tensor | None:
     """Where the edit may act, [1, 1, H, W]: the --mask file (its alpha, else its gray), else the base's alpha.
     Checked before any model is loaded; an empty coverage is refused, since there would be nothing to edit."""
     if mask_path is None:
-        coverage = None if doc.alpha is None else torch.from_numpy(doc.alpha)[None]
+        if doc.alpha is None:
+            return None
+        coverage, source, empty = torch.from_numpy(doc.alpha)[None], doc.path.name, "fully transparent"
     else:
-        coverage = _mask_file(doc, mask_path, max_pixels)
-    if coverage is not None and not bool((coverage > 0).any()):
-        source = mask_path.name if mask_path is not None else doc.path.name
-        raise DocumentError(f"{source}: fully transparent, so there is nothing to edit")
+        coverage, empty = _mask_file(doc, mask_path, max_pixels)
+        source = mask_path.name
+    if not bool((coverage > 0).any()):
+        raise DocumentError(f"{source}: {empty}, so there is nothing to edit")
     return coverage
 
 
-def _mask_file(doc: Document, mask_path: Path, max_pixels: int) -> Tensor:
+def _mask_file(doc: Document, mask_path: Path, max_pixels: int) -> tuple[Tensor, str]:
+    """The mask's plane, and what an empty one is called: its alpha (transparent) or else its gray (black)."""
     mask_doc = load(mask_path, max_pixels=max_pixels)
     if (mask_doc.width, mask_doc.height) != (doc.width, doc.height):
         raise UsageError(
             f"--mask {mask_path.name} is {mask_doc.width}x{mask_doc.height} but the document is {doc.width}x{doc.height}"
         )
-    plane = mask_doc.alpha if mask_doc.alpha is not None else mask_doc.base.mean(axis=0, keepdims=True)
-    return torch.from_numpy(np.ascontiguousarray(plane))[None]
+    if mask_doc.alpha is not None:
+        return torch.from_numpy(np.ascontiguousarray(mask_doc.alpha))[None], "fully transparent"
+    return torch.from_numpy(np.ascontiguousarray(mask_doc.base.mean(axis=0, keepdims=True)))[None], "all black"
+
+
+def layer_names(spec: EditSpec, variations: int, taken: set[str]) -> list[list[str]]:
+    """Each variation's layer names: the template's ('Shadows', 'Light'), 'Shadows v2' for the second
+    variation; numbered as a set ('Shadows 2', 'Light 2', 'Shadows 2 v2') when the document already has any
+    of those names, so that shading a Lasagna output again leaves both sets apart."""
+    number = 1
+    while True:  # ends: `taken` is finite, and the numbered names of one run differ from each other
+        suffix = "" if number == 1 else f" {number}"
+        names = [[f"{layer.name}{suffix}{f' v{index + 1}' if index else ''}" for layer in spec.layers]
+                 for index in range(variations)]
+        flat = [name for row in names for name in row]
+        if len(set(flat)) == len(flat) and taken.isdisjoint(flat):
+            return names
+        number += 1
 
 
 def _full_size_layers(
-    spec: EditSpec, outputs: list[LayerOutput], base_low: Tensor, base: Tensor, coverage: Tensor | None, index: int
+    spec: EditSpec, outputs: list[LayerOutput], base_low: Tensor, base: Tensor, coverage: Tensor | None, index: int,
+    names: list[str],
 ) -> list[PixelNode]:
     """Edge-aware upsampling to the document size; outside the coverage each layer holds its neutral value
     (or transparency), so applications that ignore clipping flags still show the same picture."""
     nodes = []
     cover = None if coverage is None else coverage.to(base.device)
-    for layer, out in zip(spec.layers, finished_layers(outputs, spec.layers, base_low, base)):
+    for layer, name, out in zip(spec.layers, names, finished_layers(outputs, spec.layers, base_low, base)):
         color, alpha = out.color, out.alpha
         if cover is not None:
             if alpha is not None:
@@ -181,7 +203,7 @@ def _full_size_layers(
                 color = cover * color + (1 - cover) * layer.neutral
         nodes.append(
             PixelNode(
-                name=layer.name if index == 0 else f"{layer.name} v{index + 1}",
+                name=name,
                 color=_numpy(color),
                 alpha=None if alpha is None else _numpy(alpha),
                 blend_mode=layer.blend_mode,
@@ -216,7 +238,8 @@ def _step_hook(
 
 
 def _record(
-    request: EditRequest, spec: EditSpec, settings: DistillSettings, model: str, output: Path, size: tuple[int, int], device: Any
+    request: EditRequest, spec: EditSpec, settings: DistillSettings, model: str, output: Path, size: tuple[int, int], device: Any,
+    names: list[str],
 ) -> dict[str, Any]:
     """The sidecar: enough to know, months later, what produced these layers and to reproduce them."""
     return {
@@ -242,7 +265,7 @@ def _record(
         "device": str(device),
         "settings": asdict(settings),
         "layers": [
-            {"name": s.name, "blend_mode": s.blend_mode.value, "channels": s.channels, "alpha": s.alpha, "neutral": s.neutral}
-            for s in spec.layers
+            {"name": name, "blend_mode": s.blend_mode.value, "channels": s.channels, "alpha": s.alpha, "neutral": s.neutral}
+            for name, s in zip(names, spec.layers)
         ],
     }

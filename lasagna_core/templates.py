@@ -6,8 +6,11 @@ Templates are TOML files so that a new edit type is data, not code: the engine n
 
 from __future__ import annotations
 
+import math
+import re
 import sys
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,17 +38,52 @@ class LayerSpec:
     opacity: float = 1.0
 
 
+def _bounds(low: float, high: float = math.inf, *, above: bool = False, below: bool = False) -> dict[str, Any]:
+    """A setting's allowed range as field metadata: low <= v (low < v with `above`), v <= high (v < high)."""
+    return {"bounds": (low, high, above, below)}
+
+
 @dataclass(frozen=True)
 class DistillSettings:
-    """Hyper-parameters of one distillation run; templates give defaults, the CLI may override them."""
+    """Hyper-parameters of one distillation run; templates give defaults, the CLI may override them. Each
+    field's range is data (its metadata) so that a template and a command-line override are checked by the
+    same `settings_with`."""
 
-    steps: int = 500
-    guidance: float = 12.0
-    noise_samples: int = 4
-    learning_rate: float = 5e-3
-    neutral_weight: float = 0.002  # L1 pull to neutral per pixel, against the summed SDS loss
-    t_min: float = 0.02
-    t_max: float = 0.98
+    steps: int = field(default=500, metadata=_bounds(1))
+    guidance: float = field(default=12.0, metadata=_bounds(0.0))
+    noise_samples: int = field(default=4, metadata=_bounds(1))
+    learning_rate: float = field(default=5e-3, metadata=_bounds(0.0, above=True))
+    neutral_weight: float = field(default=0.002, metadata=_bounds(0.0))  # L1 pull to neutral per pixel, against the summed SDS loss
+    t_min: float = field(default=0.02, metadata=_bounds(0.0, 1.0, below=True))
+    t_max: float = field(default=0.98, metadata=_bounds(0.0, 1.0, above=True))
+
+
+def settings_with(
+    values: Mapping[str, Any], *, base: DistillSettings | None = None, label: Callable[[str], str] = str
+) -> DistillSettings:
+    """`base` (default: DistillSettings()) with `values` set, each checked for its type and range. ValueError
+    names the setting as `label(key)` ('[defaults] steps' in a template, '--steps' on the command line) and
+    the bad value, e.g. "--guidance must be at least 0, not -5.0". Keys must be fields of DistillSettings."""
+    base = base or DistillSettings()
+    checked = {f.name: _checked(label(f.name), values[f.name], isinstance(f.default, int), f.metadata["bounds"])
+               for f in fields(DistillSettings) if f.name in values}
+    settings = replace(base, **checked)
+    if settings.t_min >= settings.t_max:
+        raise ValueError(f"{label('t_min')} ({settings.t_min}) must be below {label('t_max')} ({settings.t_max})")
+    return settings
+
+
+def _checked(name: str, value: Any, whole: bool, bounds: tuple[float, float, bool, bool]) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not float(value).is_integer()):
+        raise ValueError(f"{name} must be {'a whole number' if whole else 'a number'}, not {value!r}")
+    low, high, above, below = bounds
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
+    if value < low or (above and value == low) or value > high or (below and value == high):
+        lower = f"above {low:g}" if above else f"at least {low:g}"
+        upper = "" if high == math.inf else f" and {'below' if below else 'at most'} {high:g}"
+        raise ValueError(f"{name} must be {lower}{upper}, not {value!r}")
+    return int(value) if whole else float(value)
 
 
 @dataclass(frozen=True)
@@ -63,6 +101,10 @@ class EditSpec:
         return self.prompt.replace("{prompt}", text.strip())
 
 
+_PLACEHOLDER = re.compile(r"\{(\w*)\}")
+"""`{name}` in a prompt: only `{prompt}` is ever filled in, so any other is a typo sent to the model verbatim."""
+
+
 def builtin_names() -> list[str]:
     return sorted(p.name[: -len(".toml")] for p in resources.files("lasagna_templates").iterdir() if p.name.endswith(".toml"))
 
@@ -71,6 +113,8 @@ def load_template(name_or_path: str) -> EditSpec:
     """A built-in template by name (`shade`) or a user's TOML file by path."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
+        if path.is_dir():
+            raise UsageError(f"template {path} is a folder, not a .toml file")
         if not path.is_file():
             raise UsageError(f"template file {path} does not exist")
         return parse_template(path.read_text(encoding="utf-8"), str(path))
@@ -92,56 +136,82 @@ def parse_template(text: str, source: str) -> EditSpec:
 
 
 def _build(data: dict[str, Any], source: str) -> EditSpec:
-    layers = data.get("layers")
+    layers, defaults = data.get("layers"), data.get("defaults", {})
     if not layers:
         raise ValueError("needs at least one [[layers]] table")
+    if not isinstance(layers, list) or not all(isinstance(entry, dict) for entry in layers):
+        raise ValueError("'layers' must be [[layers]] tables")
+    if not isinstance(defaults, dict):
+        raise ValueError("'defaults' must be a [defaults] table")
     specs = tuple(_layer(entry) for entry in layers)
     if len({spec.name for spec in specs}) != len(specs):
         raise ValueError("layer names must be unique")
     prompt = str(data.get("prompt", "{prompt}"))
     if "{prompt}" not in prompt:
         raise ValueError("'prompt' must contain the {prompt} placeholder")
+    negative_prompt = str(data.get("negative_prompt", ""))
+    for key, text, filled in (("prompt", prompt, {"prompt"}), ("negative_prompt", negative_prompt, set())):
+        unknown = sorted(set(_PLACEHOLDER.findall(text)) - filled)
+        if unknown:
+            raise ValueError(f"'{key}' has the placeholder {{{unknown[0]}}}, but "
+                             + ("only {prompt} is filled in" if filled else "nothing is filled into the negative prompt"))
     return EditSpec(
-        name=str(data["name"]),
+        name=str(_required(data, "name", "the template")),
         description=str(data.get("description", "")),
         prompt=prompt,
-        negative_prompt=str(data.get("negative_prompt", "")),
+        negative_prompt=negative_prompt,
         model=str(data.get("model", "")),
         layers=specs,
-        defaults=_settings(data.get("defaults", {})),
+        defaults=_settings(defaults),
         source=source,
     )
 
 
 def _layer(entry: dict[str, Any]) -> LayerSpec:
-    low, high = (float(v) for v in entry.get("range", (0.0, 1.0)))
+    where = f"layer '{_required(entry, 'name', 'each [[layers]] table')}'"
+
+    def number(key: str, default: float | None = None, *, whole: bool = False) -> Any:
+        value = _required(entry, key, where) if default is None else entry.get(key, default)
+        return _checked(f"{where}: {key}", value, whole, _ANY_NUMBER)
+
+    span = entry.get("range", [0.0, 1.0])
+    if not isinstance(span, list) or len(span) != 2:
+        raise ValueError(f"{where}: range must be two numbers [low, high], not {span!r}")
+    low, high = (_checked(f"{where}: range", v, False, _ANY_NUMBER) for v in span)
+    alpha = entry.get("alpha", False)
+    if not isinstance(alpha, bool):
+        raise ValueError(f"{where}: alpha must be true or false, not {alpha!r}")
     spec = LayerSpec(
         name=str(entry["name"]),
-        blend_mode=BlendMode.parse(str(entry["blend_mode"])),
-        channels=int(entry.get("channels", 1)),
-        alpha=bool(entry.get("alpha", False)),
+        blend_mode=BlendMode.parse(str(_required(entry, "blend_mode", where))),
+        channels=number("channels", 1, whole=True),
+        alpha=alpha,
         low=low,
         high=high,
-        neutral=float(entry["neutral"]),
-        opacity=float(entry.get("opacity", 1.0)),
+        neutral=number("neutral"),
+        opacity=number("opacity", 1.0),
     )
     if spec.channels not in (1, 3):
-        raise ValueError(f"layer '{spec.name}': channels must be 1 (gray) or 3 (RGB)")
+        raise ValueError(f"{where}: channels must be 1 (gray) or 3 (RGB), not {spec.channels}")
     if not 0.0 <= low < high <= 1.0 or not low <= spec.neutral <= high:
-        raise ValueError(f"layer '{spec.name}': need 0 <= range low < high <= 1 and neutral inside the range")
+        raise ValueError(f"{where}: need 0 <= range low < high <= 1 and neutral inside the range")
     if spec.blend_mode is BlendMode.PASS_THROUGH or not 0.0 < spec.opacity <= 1.0:
-        raise ValueError(f"layer '{spec.name}': pass_through is a group mode, and opacity must be in (0, 1]")
+        raise ValueError(f"{where}: pass_through is a group mode, and opacity must be in (0, 1]")
     return spec
 
 
+_ANY_NUMBER = (-math.inf, math.inf, False, False)
+
+
+def _required(table: dict[str, Any], key: str, where: str) -> Any:
+    if key not in table:
+        raise ValueError(f"{where} needs '{key}'")
+    return table[key]
+
+
 def _settings(data: dict[str, Any]) -> DistillSettings:
-    known = {f.name: f.type for f in fields(DistillSettings)}
+    known = [f.name for f in fields(DistillSettings)]
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ValueError(f"unknown [defaults] keys: {', '.join(unknown)} (known: {', '.join(known)})")
-    defaults = DistillSettings()
-    values = {key: type(getattr(defaults, key))(value) for key, value in data.items()}
-    settings = DistillSettings(**values)
-    if not 0.0 <= settings.t_min < settings.t_max <= 1.0 or settings.steps < 1 or settings.noise_samples < 1:
-        raise ValueError("[defaults] need 0 <= t_min < t_max <= 1, steps >= 1 and noise_samples >= 1")
-    return settings
+    return settings_with(data, label=lambda key: f"[defaults] {key}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,40 @@ def test_unparseable_prompts_give_one_line(prompt: str) -> None:
     assert "\n" not in message
     assert "understood:" in message and "left" in message and "backlit" in message
     assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("prompt", [
+    "no light from the left", "not from the left", "without light from the left", "light isn't from the left",
+    "no light from the top and left", "light not from behind the camera",
+])
+def test_a_prompt_that_only_negates_a_direction_is_refused(prompt: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_direction(prompt)
+    assert "it says where the light does not come from" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("prompt", "expected"), [
+    ("light from the right, not the left", "right"),
+    ("not from the left but from the right", "right"),
+    ("soft light from the left, not too harsh", "left"),
+    ("no harsh shadows, light from behind the camera", "front"),
+    ("backlit without front fill", "back"),
+    ("light from the top, without any from the left", "top"),
+])
+def test_negated_directions_are_set_aside(prompt: str, expected: str) -> None:
+    assert parse_direction(prompt) == expected
+
+
+def test_shade_refuses_a_negated_direction_in_one_line(tmp_path: Path) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from lasagna_cli.app import app
+    from tests.conftest import gradient_rgb, to_uint8
+
+    Image.fromarray(to_uint8(gradient_rgb(24, 32))).save(tmp_path / "a.png")
+    result = CliRunner().invoke(app, ["shade", str(tmp_path / "a.png"), "-p", "no light from the left", "--steps", "2",
+                                      "--device", "cpu"], env={"NO_COLOR": "1"})
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "does not come from" in lines[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

@@ -348,5 +348,9 @@ def test_empty_mask_is_refused_before_the_model_is_loaded(picture: Path, tmp_pat
     Image.fromarray(np.zeros((48, 64), np.uint8)).save(tmp_path / "black.png")
     code, _, err = cli("shade", str(picture), "-p", "light from the left", "--mask", str(tmp_path / "black.png"),
                        "-m", str(tmp_path / "no-such-model"), "-o", str(tmp_path / "out.psd"))
-    assert code == 1 and err.strip() == "error: black.png: fully transparent, so there is nothing to edit"
+    assert code == 1 and err.strip() == "error: black.png: all black, so there is nothing to edit"
+    Image.new("RGBA", (64, 48), (255, 255, 255, 0)).save(tmp_path / "clear.png")  # white, but fully transparent
+    code, _, err = cli("shade", str(picture), "-p", "light from the left", "--mask", str(tmp_path / "clear.png"),
+                       "-m", str(tmp_path / "no-such-model"), "-o", str(tmp_path / "out.psd"))
+    assert code == 1 and err.strip() == "error: clear.png: fully transparent, so there is nothing to edit"
     assert not (tmp_path / "out.psd").exists()

@@ -311,4 +311,4 @@ def test_error_reason_is_one_short_line() -> None:
     assert reason(ValueError()) == "ValueError"
     assert reason(KeyError("unet"), with_type=True) == "KeyError: 'unet'"
     assert reason(RuntimeError(), with_type=True) == "RuntimeError"
-    assert reason(OSError("x" * 500)) == "x" * 200 and len(reason(OSError("y" * 500), limit=160)) == 160
+    assert reason(OSError("x" * 500)) == "x" * 200 + "..." and len(reason(OSError("y" * 500), limit=160)) == 163  # cut marked

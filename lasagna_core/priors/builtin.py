@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lasagna_core.errors import ModelError
+from lasagna_core.errors import ModelError, reason
 from lasagna_core.priors.base import Condition, Prior
 
 FORMAT = "lasagna-builtin-prior/1"
@@ -365,12 +365,11 @@ def _unet_from_file(path: Path, meta: dict[str, str]) -> tuple[Any, dict[str, An
             "training": dict(json.loads(meta.get("training", "{}"))),
         }
     except (KeyError, ValueError, TypeError) as e:
-        raise ModelError(f"'{path}' has broken metadata ({type(e).__name__}: {e}); retrain or reinstall it.") from None
+        raise ModelError(f"'{path}' has broken metadata ({reason(e, with_type=True)}); retrain or reinstall it.") from None
     try:
         unet = new_unet(config)
         state = load_file(str(path))
         unet.load_state_dict(state, strict=True)
     except Exception as e:  # safetensors/torch raise many types for a damaged file
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ModelError(f"Could not load the built-in prior from '{path}': {type(e).__name__}: {first}") from None
+        raise ModelError(f"Could not load the built-in prior from '{path}': {reason(e, with_type=True)}") from None
     return unet, info
