@@ -115,8 +115,7 @@ def flat_art(
     else:
         designs = ", ".join(f"{n} {name}" for name, n in result.designs.items())
         splits = ", ".join(f"{n} {name}" for name, n in result.splits.items())
-        stderr.print(
+        say(
             f"wrote {result.scenes} scenes of {designs} designs ({splits}) x {len(result.directions)} directions = "
-            f"{result.pairs} pairs ({result.colored_pairs} in coloured light) to {result.manifest} in {result.seconds:.1f} s",
-            soft_wrap=True,
+            f"{result.pairs} pairs ({result.colored_pairs} in coloured light) to {result.manifest} in {result.seconds:.1f} s"
         )
