@@ -6,6 +6,7 @@ Templates are TOML files so that a new edit type is data, not code: the engine n
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -73,7 +74,11 @@ def load_template(name_or_path: str) -> EditSpec:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise UsageError(f"template file {path} does not exist")
-        return parse_template(path.read_text(encoding="utf-8"), str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"template file {path} is not a text (TOML) file") from None
+        return parse_template(text, str(path))
     if name_or_path not in builtin_names():
         raise UsageError(f"unknown template '{name_or_path}' (built-in: {', '.join(builtin_names())}; or pass a .toml file)")
     text = resources.files("lasagna_templates").joinpath(f"{name_or_path}.toml").read_text(encoding="utf-8")
@@ -142,6 +147,9 @@ def _settings(data: dict[str, Any]) -> DistillSettings:
     defaults = DistillSettings()
     values = {key: type(getattr(defaults, key))(value) for key, value in data.items()}
     settings = DistillSettings(**values)
+    bad = [key for key, value in values.items() if isinstance(value, float) and not math.isfinite(value)]
+    if bad:
+        raise ValueError(f"defaults: {', '.join(bad)} must be a finite number, not nan or inf")
     if not 0.0 <= settings.t_min < settings.t_max <= 1.0 or settings.steps < 1 or settings.noise_samples < 1:
         raise ValueError("[defaults] need 0 <= t_min < t_max <= 1, steps >= 1 and noise_samples >= 1")
     return settings

@@ -185,7 +185,7 @@ def generate(
     """Render `count` random scenes, each as a base and one relit picture per direction, and write the
     images, `manifest.jsonl` (atomically, last) and `dataset.json` into `out_dir`."""
     from .. import __version__
-    from ..document import atomic_write
+    from ..writing.atomic import atomic_write
     from . import render as R
 
     out_dir = Path(out_dir)
