@@ -42,6 +42,7 @@ def describe(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
     try:
         with Image.open(path) as image:
             check_pixel_limit(path, image.width, image.height, max_pixels)
+            depth = _raster_depth(image)  # before getexif, which may decode the pixels and drop the tile
             turned = image.getexif().get(0x0112) in _ROTATED
             return {
                 "path": str(path),
@@ -49,7 +50,7 @@ def describe(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
                 "width": image.height if turned else image.width,
                 "height": image.width if turned else image.height,
                 "mode": _RASTER_MODES.get(image.mode.split(";")[0], image.mode.lower()),
-                "depth": _raster_depth(image),
+                "depth": depth,
                 "float": image.mode == "F",
                 "channels": len(image.getbands()),
                 "has_merged_image": True,

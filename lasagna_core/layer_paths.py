@@ -65,7 +65,8 @@ def find_layer(psd: Any, text: str) -> Any:
     if not matches:
         names = ", ".join(sorted(layer_path(layer) for layer in layers)) or "none"
         raise UsageError(f"no layer named '{text}' (layers: {names}); {HELP}")
-    choices = ", ".join(layer_path(layer) for layer in matches)
+    top_down = sorted(matches, key=lambda layer: [position for _, position in paths[id(layer)]])
+    choices = ", ".join(layer_path(layer) for layer in top_down)
     raise UsageError(f"{len(matches)} layers match '{text}'; pass one of: {choices} ({HELP})")
 
 

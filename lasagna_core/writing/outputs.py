@@ -92,8 +92,8 @@ def document_output(
     path: Path, doc: Document, channels: Sequence[int], *, overwrite_input: bool = False, other_inputs: Sequence[Path] = ()
 ) -> DocumentTarget:
     """The target for `doc` with new layers of `channels` colour planes each, checked before any work."""
-    _refuse_inputs(path, [doc.path, *other_inputs], overwrite_input=overwrite_input, companions=(SIDECAR_SUFFIX,))
     _check_writable(path, companions=(SIDECAR_SUFFIX,))
+    _refuse_inputs(path, [doc.path, *other_inputs], overwrite_input=overwrite_input, companions=(SIDECAR_SUFFIX,))
     fmt = _by_suffix(path, _document_formats(), "an edit's result", "for a flat picture, run lasagna flatten on the result")
     fmt.check(doc, channels, path)
     return DocumentTarget(path, fmt, sidecar_for(path))
@@ -101,8 +101,8 @@ def document_output(
 
 def image_output(path: Path, *, inputs: Sequence[Path]) -> ImageTarget:
     """The target for a flat picture, checked before any work; it never replaces one of `inputs`."""
-    _refuse_inputs(path, inputs, overwrite_input=False, companions=())
     _check_writable(path, companions=())
+    _refuse_inputs(path, inputs, overwrite_input=False, companions=())
     fmt = _by_suffix(path, IMAGE_FORMATS, "a flat picture", "")
     return ImageTarget(path, fmt)
 
@@ -203,14 +203,14 @@ def _refuse_inputs(path: Path, inputs: Sequence[Path], *, overwrite_input: bool,
 def _check_writable(path: Path, *, companions: Sequence[str]) -> None:
     """Everything about the place that would make the write fail, found now by trying: the probe writes a
     temporary exactly where the real one will go. Stale temporaries of dead writers are cleaned up here."""
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder; name the file to write, e.g. {path / 'out'}{path.suffix or RESULT_SUFFIX}")
     if not path.parent.is_dir():
         raise OutputError(f"{path.parent}: output folder does not exist")
     limit = name_limit(path.parent)
     for name in (path.name, *(path.name + suffix for suffix in companions)):
         if name_bytes(name) > limit:
             raise OutputError(f"{name[:40]}...: name too long ({name_bytes(name)} bytes; the file system takes {limit}); choose a shorter -o")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; name the file to write, e.g. {path / 'out'}{path.suffix or RESULT_SUFFIX}")
     remove_stale_temporaries(path.parent)
     with _write_errors(path.parent, "can't write there"):
         probe(path)
