@@ -190,14 +190,14 @@ def baseline_add_layer(psd: Any, node: Any, anchor: Any | None) -> Any:
 def baseline_merged_after_edit(doc: Any, psd: Any, added: Any) -> Any:
     import numpy as np
 
-    from lasagna_core.document import _composite_to_numpy, _split_channels, _to_node, read_layer_tree
+    from lasagna_core.document import _to_node, composite_to_numpy, read_layer_tree, split_channels
     from lasagna_core.layers import PixelNode
 
     if doc.base_layer is None and doc.kind == "psd" and psd.has_preview():
-        below_color, below_alpha = _split_channels(np.ascontiguousarray(psd.numpy().transpose(2, 0, 1), dtype=np.float32))
+        below_color, below_alpha = split_channels(np.ascontiguousarray(psd.numpy().transpose(2, 0, 1), dtype=np.float32))
         stored = [_to_node(layer, psd.size) for layer in added]
-        return _composite_to_numpy([PixelNode("merged", below_color, below_alpha), *stored], doc.height, doc.width)
-    return _composite_to_numpy(read_layer_tree(psd), doc.height, doc.width)
+        return composite_to_numpy([PixelNode("merged", below_color, below_alpha), *stored], doc.height, doc.width)
+    return composite_to_numpy(read_layer_tree(psd), doc.height, doc.width)
 
 
 def baseline_save_psd(doc: Any, new_layers: Any, output: Any, *, record: Any = None, overwrite_input: bool = False) -> Any:
@@ -205,15 +205,14 @@ def baseline_save_psd(doc: Any, new_layers: Any, output: Any, *, record: Any = N
     import json
     from pathlib import Path
 
-    from lasagna_core.document import (
-        _drop_stale_thumbnails, _encode_merged, _open_for_writing, _refuse_channel_mismatch, atomic_write, check_output,
-        find_layer,
-    )
+    from lasagna_core.document import find_layer
+    from lasagna_core.writing.atomic import atomic_write
+    from lasagna_core.writing.outputs import document_output
+    from lasagna_core.writing.psd import _drop_stale_thumbnails, _encode_merged, source_psd
 
     output = Path(output)
-    check_output(output, [doc.path], overwrite_input=overwrite_input)
-    psd = _open_for_writing(doc)
-    _refuse_channel_mismatch(doc, new_layers)
+    document_output(output, doc, [node.color.shape[0] for node in new_layers], overwrite_input=overwrite_input)
+    psd = source_psd(doc)
     anchor = find_layer(psd, doc.base_layer) if doc.base_layer else None
     added = []
     for node in new_layers:

@@ -503,7 +503,8 @@ def worker_bigdoc_floor(args: argparse.Namespace) -> dict[str, Any]:
 
 def worker_bigdoc_project(args: argparse.Namespace) -> dict[str, Any]:
     """Lasagna: document.load (merged image as the base) + save_psd with two new top layers."""
-    from lasagna_core.document import load, save_psd
+    from lasagna_core.document import load
+    from lasagna_core.writing import save_psd
 
     src, out = Path(args.path), Path(args.out)
     t0 = time.perf_counter()

@@ -51,7 +51,7 @@ def inspect(
     max_pixels: int = MaxPixels,
 ) -> None:
     """Show a document's size, colour mode, depth and layer tree (kind, blend mode, opacity, visibility, bbox)."""
-    from lasagna_core.document import describe
+    from lasagna_core.describe import describe
 
     info = describe(file, max_pixels=max_pixels)
     if json_output:
@@ -61,7 +61,7 @@ def inspect(
 
     tree = Tree(styled(
         (file.name, "bold"), f"  {info['format'].upper()}  {info['width']}x{info['height']}  "
-        f"{info['mode']}  {info['depth']}-bit" + ("" if info["has_merged_image"] else "  (no merged image)")
+        f"{info['mode']}  {info['depth']}-bit{' float' if info['float'] else ''}" + ("" if info["has_merged_image"] else "  (no merged image)")
     ))
     _add_layers(tree, info["layers"])
     stdout.print(tree)
@@ -85,16 +85,17 @@ def _add_layers(tree: Any, layers: list[dict[str, Any]]) -> None:
 @guarded
 def flatten(
     file: Path = typer.Argument(..., help="PSD/PSB (or image) to flatten."),
-    output: Path = typer.Option(..., "--output", "-o", help="PNG to write."),
+    output: Path = typer.Option(..., "--output", "-o", help="Picture to write: .png (16-bit for a 16-bit source), .jpg, .tif or .webp."),
     max_pixels: int = MaxPixels,
 ) -> None:
-    """Flatten a document's layers with Lasagna's own compositor and write a PNG (ignores the stored merged image)."""
-    from lasagna_core.document import flatten_layers, save_png
+    """Flatten a document's layers with Lasagna's own compositor and write a picture (ignores the stored merged image)."""
+    from lasagna_core.document import flatten_layers
+    from lasagna_core.writing import image_output, write_image
 
-    color, alpha, notices = flatten_layers(file, max_pixels=max_pixels)
-    for text in notices:
+    target = image_output(output, inputs=[file])
+    flat = flatten_layers(file, max_pixels=max_pixels)
+    for text in flat.notices + write_image(target, flat.color, flat.alpha, flat.depth):
         notice(text)
-    save_png(color, alpha, output)
     say(f"wrote {output}")
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
@@ -46,8 +48,10 @@ def show(*parts: Part) -> None:
 
 
 def print_json(data: Any) -> None:
-    """One JSON document on stdout, no colour, no wrapping: for scripts."""
-    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    """One JSON document on stdout, no colour, no wrapping: for scripts. A file name that isn't UTF-8 (its bytes
+    held as surrogates) is written as JSON escapes, never as raw bytes that would make the document invalid."""
+    text = json.dumps(data, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8")
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
@@ -80,13 +84,25 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C: temporaries removed, one line."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the project's errors, Ctrl-C and unexpected failures into one line and an exit code."""
+    """Turn the project's errors, Ctrl-C, SIGTERM and unexpected failures into one line and an exit code."""
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         yield
     except LasagnaError as exc:
         fail(str(exc), exc.exit_code)
+    except Terminated:
+        fail("terminated", 128 + signal.SIGTERM)
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except typer.Exit:
@@ -95,6 +111,9 @@ def user_errors() -> Iterator[None]:
         if os.environ.get("LASAGNA_DEBUG"):
             raise
         fail(f"internal error: {type(exc).__name__}: {exc} (set LASAGNA_DEBUG=1 for the traceback)", 70)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def guarded(command: Callable[..., T]) -> Callable[..., T]:

@@ -33,6 +33,11 @@ def eval_command(
     """Measure relighting quality: PSNR/SSIM vs ground truth, chroma drift, edge similarity, direction accuracy."""
     from lasagna_core.evaluate import METHODS, evaluate, markdown_table, write_report
 
+    for path in out:  # write_report writes Markdown for any other name: refuse, before minutes of work
+        if path.suffix.lower() not in (".json", ".md"):
+            from lasagna_core.errors import UsageError
+
+            raise UsageError(f"--out {path.name}: name it .json (every case) or .md (the table)")
     named = [(p.stem, _load(p)) for p in photos] + (_skimage_photos() if skimage_photos else [])  # a bad path fails first
     report = evaluate(
         data, model=model, template=template, limit=limit, split=split, seed=seed, steps=steps, guidance=guidance,

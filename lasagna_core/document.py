@@ -1,25 +1,24 @@
-"""Reading images and layered documents, and writing PSDs back with new layers, atomically.
+"""Reading images and layered documents: the reading room (writing is `lasagna_core.writing`).
 
-The only module that touches file formats and converts between uint8/uint16 and float32. It never
-imports torch at module level: `lasagna inspect` must start fast. Compositing (for a PSD without a
-stored merged image, and for the merged image written back) is delegated to `blend.composite`.
+Converts the files' uint8/uint16 samples to float32 and refuses what can't be read, in one line. It never
+imports torch at module level: `lasagna inspect` must start fast. Compositing (for a PSD without a stored
+merged image) is delegated to `blend.composite`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import struct
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import DocumentError, ImageTooLargeError, LasagnaError, OutputError, UnsupportedDocumentError, UsageError, reason
+from .errors import DocumentError, ImageTooLargeError, LasagnaError, UnsupportedDocumentError, UsageError, reason
+from .layer_paths import find_layer
 from .layers import BlendMode, GroupNode, Node, PixelNode
 
 DEFAULT_MAX_PIXELS = 150_000_000
@@ -71,6 +70,13 @@ class Document:
     base_layer: str | None = None  # name of the --layer base, the layer new layers get clipped to
     notices: list[str] = field(default_factory=list)  # conversions made while reading, for the CLI to show
     layer_names: tuple[str, ...] = ()  # every layer and group the output will hold already: new ones are named apart
+    psd: Any = field(default=None, repr=False)  # the parsed source PSD: the writer takes it, so no edit parses twice
+
+    def take_psd(self) -> Any:
+        """The parsed source PSD for the writer to add layers to: the one `load` parsed the first time, a fresh
+        parse after that (the writer changes it, and a second save must start from the file as it is)."""
+        psd, self.psd = self.psd, None
+        return psd if psd is not None else open_psd(self.path, max_pixels=self.width * self.height)
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,8 @@ class PsdHeader:
 
 def load(path: str | os.PathLike[str], *, layer: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Document:
     """Open an image or PSD/PSB as a Document; `layer` picks one PSD layer as the base instead of the merged image."""
-    path = _readable_file(path)
-    if _sniff(path) == "psd":
+    path = readable_file(path)
+    if sniff_format(path) == "psd":
         return _load_psd(path, layer=layer, max_pixels=max_pixels)
     if layer is not None:
         raise UsageError(f"--layer needs a PSD; {path.name} is a flat image with no layers")
@@ -210,7 +216,7 @@ def _group_mask(layer: Any, size: tuple[int, int]) -> np.ndarray | None:
 
 
 @contextlib.contextmanager
-def _decoding(path: Path) -> Iterator[None]:
+def decoding_errors(path: Path) -> Iterator[None]:
     """psd-tools decodes pixels (merged image, layers, masks) after `open` succeeded: damage found there is
     still one DocumentError, never a raw ValueError/struct.error/IndexError from inside the library. A channel
     psd-tools can't decompress (it would warn on stderr and paint it black) is damage too."""
@@ -234,7 +240,7 @@ def _decoding(path: Path) -> Iterator[None]:
 
 
 def _load_psd(path: Path, *, layer: str | None, max_pixels: int) -> Document:
-    with _decoding(path):
+    with decoding_errors(path):
         return _read_psd(path, layer=layer, max_pixels=max_pixels)
 
 
@@ -248,10 +254,10 @@ def _read_psd(path: Path, *, layer: str | None, max_pixels: int) -> Document:
         color, alpha = _placed_layer(psd, header, layer)
     elif psd.has_preview():
         merged = psd.numpy()  # Photoshop's own merged image: exact, unlike any re-composite
-        color, alpha = _split_channels(np.ascontiguousarray(merged.transpose(2, 0, 1), dtype=np.float32))
+        color, alpha = split_channels(np.ascontiguousarray(merged.transpose(2, 0, 1), dtype=np.float32))
     else:
         notices.append(f"{path.name} has no stored merged image; composited its layers with Lasagna's compositor")
-        color, alpha = _composite_to_numpy(read_layer_tree(psd), header.height, header.width)
+        color, alpha = composite_to_numpy(read_layer_tree(psd), header.height, header.width)
     return Document(
         path=path,
         kind="psd",
@@ -263,7 +269,8 @@ def _read_psd(path: Path, *, layer: str | None, max_pixels: int) -> Document:
         alpha=_drop_opaque(alpha),
         base_layer=layer,
         notices=notices,
-        layer_names=tuple(node.name for node in psd.descendants()),
+        layer_names=tuple(node.name for node in psd.descendants()) or (RASTER_LAYER,),  # a layerless PSD gets one
+        psd=psd,
     )
 
 
@@ -296,28 +303,6 @@ def _placed_layer(psd: Any, header: PsdHeader, name: str) -> tuple[np.ndarray, n
     return color, alpha
 
 
-def find_layer(psd: Any, name: str) -> Any:
-    """A layer by name, or by 'Group/Layer' path when names repeat; errors list what exists."""
-    wanted = name.strip("/").split("/")
-    matches = [layer for layer in psd.descendants() if _layer_path(layer)[-len(wanted) :] == wanted]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        names = ", ".join(sorted({"/".join(_layer_path(layer)) for layer in psd.descendants()})) or "none"
-        raise UsageError(f"no layer named '{name}' (layers: {names})")
-    paths = ", ".join("/".join(_layer_path(layer)) for layer in matches)
-    raise UsageError(f"{len(matches)} layers are named '{name}'; pass the full path, one of: {paths}")
-
-
-def _layer_path(layer: Any) -> list[str]:
-    path = [layer.name]
-    parent = layer.parent
-    while parent is not None and parent.kind != "psdimage":
-        path.insert(0, parent.name)
-        parent = parent.parent
-    return path
-
-
 def _overlap(node: PixelNode, height: int, width: int) -> tuple[tuple[slice, slice] | None, tuple[slice, slice]]:
     """Slices (source, destination) of the part of a placed layer that lies on the canvas."""
     h, w = node.color.shape[1:]
@@ -339,16 +324,20 @@ def _load_raster(path: Path, *, max_pixels: int) -> Document:
             check_pixel_limit(path, image.width, image.height, max_pixels)
             if getattr(image, "n_frames", 1) > 1:
                 notices.append(f"{path.name} has {image.n_frames} frames; using the first")
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            array, depth = _pil_to_float(path, image, notices)
+            wide = _sixteen_bit_colour_png(path, image)
+            if wide is not None:
+                array, depth = np.ascontiguousarray(wide.transpose(2, 0, 1), dtype=np.float32) / np.float32(65535.0), 16
+            else:
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                array, depth = _pil_to_float(path, image, notices)
     except (DocumentError, UsageError):
         raise
     except MemoryError:
         raise ImageTooLargeError(f"{path.name}: not enough memory to decode this image") from None
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... on damaged files
         raise DocumentError(f"{path.name}: damaged or unreadable image ({reason(exc, limit=160)})") from None
-    color, alpha = _split_channels(array)
+    color, alpha = split_channels(array)
     return Document(
         path=path,
         kind="raster",
@@ -386,10 +375,31 @@ def _pil_to_float(path: Path, image: Any, notices: list[str]) -> tuple[np.ndarra
     return np.ascontiguousarray(data), 8
 
 
+def _sixteen_bit_colour_png(path: Path, image: Any) -> np.ndarray | None:
+    """A 16-bit RGB or RGBA PNG as uint16 [H, W, C] (EXIF orientation applied), else None.
+
+    PIL holds at most 8 bits per sample of a colour image and keeps only each sample's high byte. Its PNG
+    decoder is still what unfilters the rows: decoding once more with the samples read as little-endian keeps
+    each sample's low byte instead, and the two halves together are the file's 16 bits."""
+    from PIL import Image, ImageOps
+
+    tile = getattr(image, "tile", None) or []
+    if image.format != "PNG" or len(tile) != 1 or tile[0][3] not in ("RGB;16B", "RGBA;16B"):
+        return None
+    halves = []
+    for rawmode in (tile[0][3], tile[0][3].replace(";16B", ";16L")):
+        with Image.open(path) as half:
+            codec, extents, offset, _ = half.tile[0]
+            half.tile = [type(half.tile[0])(codec, extents, offset, rawmode)]
+            half.load()
+            halves.append(np.asarray(ImageOps.exif_transpose(half), dtype=np.uint16))
+    return (halves[0] << 8) | halves[1]
+
+
 _MODE_NAMES = {"1": "1-bit bitmap", "P": "indexed colour", "PA": "indexed colour", "CMYK": "CMYK"}
 
 
-def _split_channels(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def split_channels(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     channels = array.shape[0]
     if channels in (2, 4):
         return array[: channels - 1], array[channels - 1 :]
@@ -404,14 +414,14 @@ def _drop_opaque(alpha: np.ndarray | None) -> np.ndarray | None:
     return None if alpha is None or bool((alpha >= 1.0).all()) else alpha
 
 
-def _composite_to_numpy(nodes: Sequence[Node], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def composite_to_numpy(nodes: Sequence[Node], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     from .blend import composite
 
     color, alpha = composite(nodes, height, width)
     return color[0].numpy(), alpha[0].numpy()
 
 
-def _readable_file(path: str | os.PathLike[str]) -> Path:
+def readable_file(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if not path.exists():
         raise DocumentError(f"{path}: no such file")
@@ -424,28 +434,42 @@ def _readable_file(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _sniff(path: Path) -> str:
+def sniff_format(path: Path) -> str:
     """'psd' or 'raster' by content, not by name: a PNG renamed .psd is still read (or refused) for what it is."""
     with path.open("rb") as f:
         magic = f.read(4)
     return "psd" if magic == b"8BPS" else "raster"
 
 
-def flatten_layers(
-    path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """Composite a document's layers with Lasagna's own compositor: (color [3,H,W], alpha [1,H,W], notices)."""
-    path = _readable_file(path)
-    if _sniff(path) != "psd":
+@dataclass
+class Flattened:
+    """A document flattened to one picture, with what the flattening could not show."""
+
+    color: np.ndarray  # float32 [3, H, W]
+    alpha: np.ndarray | None  # float32 [1, H, W]; None when opaque
+    depth: int  # bits per channel of the source, so the picture can be written without losing any
+    notices: list[str]
+
+
+def flatten_layers(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Flattened:
+    """Composite a document's layers with Lasagna's own compositor. A PSD without layer records (written by
+    applications that flatten on save) is its stored merged image: there is nothing else to composite."""
+    path = readable_file(path)
+    if sniff_format(path) != "psd":
         doc = _load_raster(path, max_pixels=max_pixels)
-        return doc.base, doc.alpha, doc.notices
+        return Flattened(doc.base, doc.alpha, doc.depth, doc.notices)
     header = read_psd_header(path)
     check_pixel_limit(path, header.width, header.height, max_pixels)
     _refuse_unsupported_psd(path, header)
-    with _decoding(path):
+    with decoding_errors(path):
         psd = open_psd(path, max_pixels=max_pixels)
-        color, alpha = _composite_to_numpy(read_layer_tree(psd), header.height, header.width)
-        return _as_rgb(color), alpha, _unrendered(psd)
+        if len(psd) == 0 and psd.has_preview():
+            color, alpha = split_channels(np.ascontiguousarray(psd.numpy().transpose(2, 0, 1), dtype=np.float32))
+            notices = [f"{path.name} has no layers; its stored merged image is the picture"]
+        else:
+            color, alpha = composite_to_numpy(read_layer_tree(psd), header.height, header.width)
+            notices = _unrendered(psd)
+        return Flattened(_as_rgb(color), alpha, header.depth, notices)
 
 
 def _unrendered(psd: Any) -> list[str]:
@@ -457,333 +481,3 @@ def _unrendered(psd: Any) -> list[str]:
         elif layer.has_effects() and layer.visible:
             notices.append(f"layer '{layer.name}' has layer effects, which Lasagna does not render")
     return notices
-
-
-# ---------------------------------------------------------------------------------------------- inspecting
-
-
-def describe(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
-    """Size, mode, depth and layer tree of a document, without decoding pixels or importing torch."""
-    path = _readable_file(path)
-    if _sniff(path) == "psd":
-        header = read_psd_header(path)
-        with _decoding(path):
-            psd = open_psd(path, max_pixels=max_pixels)
-            return {
-                "path": str(path),
-                "format": "psb" if header.version == 2 else "psd",
-                "width": header.width,
-                "height": header.height,
-                "mode": header.mode,
-                "depth": header.depth,
-                "channels": header.channels,
-                "has_merged_image": bool(psd.has_preview()),
-                "layers": [_describe_layer(layer) for layer in reversed(list(psd))],
-            }
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with Image.open(path) as image:
-            check_pixel_limit(path, image.width, image.height, max_pixels)
-            return {
-                "path": str(path),
-                "format": (image.format or "unknown").lower(),
-                "width": image.width,
-                "height": image.height,
-                "mode": image.mode,
-                "depth": 16 if image.mode.startswith("I") else 8,
-                "channels": len(image.getbands()),
-                "has_merged_image": True,
-                "layers": [],
-            }
-    except DocumentError:
-        raise
-    except Exception as exc:
-        raise DocumentError(f"{path.name}: damaged or unreadable image ({reason(exc, limit=160)})") from None
-
-
-def _describe_layer(layer: Any) -> dict[str, Any]:
-    """One entry of the layer tree, top to bottom like Photoshop's Layers panel."""
-    entry: dict[str, Any] = {
-        "name": layer.name,
-        "kind": layer.kind,
-        "blend_mode": layer.blend_mode.name.lower(),
-        "opacity": round(layer.opacity / 255.0, 4),
-        "visible": bool(layer.visible),
-        "clipping": bool(layer.clipping),
-        "has_mask": bool(layer.has_mask()),
-        "bbox": list(layer.bbox),
-    }
-    if layer.is_group():
-        entry["children"] = [_describe_layer(child) for child in reversed(list(layer))]
-    return entry
-
-
-# ---------------------------------------------------------------------------------------------- writing
-
-
-@contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[IO[bytes]]:
-    """A file object whose content replaces `path` only if the block finishes: a crash leaves no partial file."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise OutputError(f"{path.parent}: output folder does not exist")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def check_output(output: Path, inputs: Sequence[Path], *, overwrite_input: bool = False) -> None:
-    """Refuse an output that would replace one of the inputs unless the user said so explicitly, or that
-    can't be written at all; cheap, so callers run it before any long work."""
-    if not output.parent.is_dir():
-        raise OutputError(f"{output.parent}: output folder does not exist")
-    for source in inputs:
-        if output.exists() and source.exists() and output.resolve() == source.resolve() and not overwrite_input:
-            raise OutputError(f"{output}: refusing to overwrite the input; choose another -o or pass --overwrite-input")
-
-
-def save_psd(
-    doc: Document,
-    new_layers: Sequence[PixelNode],
-    output: str | os.PathLike[str],
-    *,
-    record: dict[str, Any] | None = None,
-    overwrite_input: bool = False,
-) -> Path:
-    """Write `doc` with `new_layers` added, keeping every original layer as it was.
-
-    New layers go on top of the document, or - when the document's base is a `--layer` - right above that
-    layer as clipping masks. The stored merged image is replaced by the new flattened result. A JSON
-    sidecar (`OUT.psd.json`) records how the layers were made when `record` is given.
-    """
-    output = Path(output)
-    check_output(output, [doc.path], overwrite_input=overwrite_input)
-    psd = _open_for_writing(doc)
-    _refuse_channel_mismatch(doc, new_layers)
-    anchor = find_layer(psd, doc.base_layer) if doc.base_layer else None
-    added, stored = [], []
-    for node in new_layers:
-        quantised = _quantised(node, psd.depth)
-        added.append(_add_layer(psd, node, anchor, quantised))
-        stored.append(_as_stored(node, quantised, psd.depth))
-        if anchor is not None:
-            anchor = added[-1]
-    color, alpha = _merged_after_edit(doc, psd, stored)
-    psd._record.image_data.set_data(  # psd-tools' save() would re-render with its own compositor
-        _encode_merged(psd, color, alpha), psd._record.header
-    )
-    _drop_stale_thumbnails(psd)
-    with atomic_write(output) as f:
-        psd._record.write(f)
-    if record is not None:
-        sidecar = output.with_name(output.name + ".json")
-        with atomic_write(sidecar) as f:
-            f.write(json.dumps(record, indent=2, sort_keys=True).encode() + b"\n")
-    return output
-
-
-def _open_for_writing(doc: Document) -> Any:
-    """A fresh copy of the source PSD (never the one read for the base), or a new PSD around a raster."""
-    from psd_tools import PSDImage
-
-    if doc.kind == "psd":
-        return open_psd(doc.path, max_pixels=doc.width * doc.height)
-    psd = PSDImage.new("RGB", (doc.width, doc.height), depth=doc.depth)
-    pixels = doc.base if doc.alpha is None else np.concatenate([doc.base, doc.alpha])
-    psd.create_pixel_layer_from_array(np.ascontiguousarray(pixels.transpose(1, 2, 0)), name=RASTER_LAYER)
-    return psd
-
-
-def _refuse_channel_mismatch(doc: Document, new_layers: Sequence[PixelNode]) -> None:
-    if doc.kind == "psd" and doc.color_mode == "grayscale" and any(n.color.shape[0] == 3 for n in new_layers):
-        raise UnsupportedDocumentError(
-            f"{doc.path.name}: a grayscale document can't hold colour layers; convert it to RGB "
-            f"(Photoshop: Image > Mode > RGB Color) or pass a flattened PNG"
-        )
-
-
-def _quantised(node: PixelNode, depth: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """(colour, alpha) as the integers the file stores, rounded exactly as psd-tools rounds (rint(clip(x) * max)):
-    one or two bytes a sample instead of four, so an 8192 px layer costs 64 MB a plane, not 256."""
-    top, kind = (65535.0, np.uint16) if depth == 16 else (255.0, np.uint8)
-
-    def quantise(plane: np.ndarray) -> np.ndarray:
-        out = np.clip(plane, 0.0, 1.0).astype(np.float32, copy=False)
-        np.multiply(out, np.float32(top), out=out)
-        np.rint(out, out=out)
-        return out.astype(kind)
-
-    return quantise(node.color), None if node.alpha is None else quantise(node.alpha)
-
-
-def _as_stored(node: PixelNode, quantised: tuple[np.ndarray, np.ndarray | None], depth: int) -> PixelNode:
-    """The layer as a reader of the written file sees it (values, opacity), without decoding it back: what the
-    merged image is composited from."""
-    top = np.float32(65535.0 if depth == 16 else 255.0)
-    color, alpha = quantised
-    return PixelNode(
-        name=node.name,
-        color=color.astype(np.float32) / top,
-        alpha=None if alpha is None else alpha.astype(np.float32) / top,
-        top=node.top,
-        left=node.left,
-        blend_mode=node.blend_mode,
-        opacity=round(node.opacity * 255) / 255.0,
-        visible=node.visible,
-        clipping=node.clipping,
-    )
-
-
-def _add_layer(psd: Any, node: PixelNode, anchor: Any | None, quantised: tuple[np.ndarray, np.ndarray | None]) -> Any:
-    from psd_tools.constants import BlendMode as PsdBlendMode
-
-    planes = 1 if psd.color_mode.name == "GRAYSCALE" else 3
-    color, alpha = quantised
-    color = color if color.shape[0] == planes else np.repeat(color, planes, axis=0)
-    pixels = color if alpha is None else np.concatenate([color, alpha])
-    layer = psd.create_pixel_layer_from_array(
-        np.ascontiguousarray(pixels.transpose(1, 2, 0)),
-        name=node.name,
-        top=node.top,
-        left=node.left,
-        opacity=round(node.opacity * 255),
-        blend_mode=PsdBlendMode[node.blend_mode.name],
-    )
-    layer.name = node.name  # the setter also writes the Unicode name block that psd-tools' constructor omits
-    layer.visible = node.visible
-    if anchor is not None:
-        parent = anchor.parent
-        parent.insert(parent.index(anchor) + 1, layer)
-        layer.clipping = True
-    return layer
-
-
-def _merged_after_edit(doc: Document, psd: Any, stored: Sequence[PixelNode]) -> tuple[np.ndarray, np.ndarray]:
-    """The new merged image: the added top layers, as stored, over Photoshop's own merged image when there is
-    one (exact for everything below; it is the document's base, already decoded by `load`); otherwise, and
-    for layers clipped inside the stack, the whole tree re-composited.
-
-    Only what changed is composited: the new layers over the stored merged image, in strips of rows (every
-    blend mode is per pixel), so an 8192 px document needs a few hundred MB here rather than gigabytes."""
-    if doc.base_layer is None and doc.kind == "psd" and psd.has_preview():
-        if doc.alpha is None and all(_covers_canvas(node, doc) for node in stored):
-            return _blend_over_in_strips(doc.base, stored, doc.height, doc.width)
-        below = PixelNode("merged", doc.base, doc.alpha)
-        return _composite_in_strips([below, *stored], doc.height, doc.width)
-    return _composite_to_numpy(read_layer_tree(psd), doc.height, doc.width)
-
-
-STRIP_PIXELS = 4_000_000
-"""Pixels per strip when compositing a flat stack of layers strip by strip (`_composite_in_strips`)."""
-
-
-def _composite_in_strips(nodes: Sequence[PixelNode], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """`blend.composite` of a flat list of pixel layers, one strip of rows at a time: the same numbers (every
-    formula is per pixel), with memory bounded by the strip instead of the document."""
-    rows = max(1, STRIP_PIXELS // max(width, 1))
-    if rows >= height:
-        return _composite_to_numpy(nodes, height, width)
-    color = np.empty((3, height, width), dtype=np.float32)
-    alpha = np.empty((1, height, width), dtype=np.float32)
-    for y0 in range(0, height, rows):
-        y1 = min(y0 + rows, height)
-        strip = [cropped for node in nodes if (cropped := _rows_of(node, y0, y1)) is not None]
-        c, a = _composite_to_numpy(strip, y1 - y0, width)
-        color[:, y0:y1], alpha[:, y0:y1] = c, a
-    return color, alpha
-
-
-def _covers_canvas(node: PixelNode, doc: Document) -> bool:
-    return (node.top, node.left) == (0, 0) and node.color.shape[1:] == (doc.height, doc.width) and not node.clipping
-
-
-def _blend_over_in_strips(base: np.ndarray, layers: Sequence[PixelNode], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Full-canvas layers over an opaque image with `blend.blend`, strip by strip: exactly what `blend.composite`
-    computes for that stack (it first draws the image onto a transparent canvas, which changes nothing when
-    the image is opaque), without that draw and without copying the whole canvas for every layer."""
-    import torch
-
-    from .blend import blend, to_tensor
-
-    rows = max(1, STRIP_PIXELS // max(width, 1))
-    color = np.empty((3, height, width), dtype=np.float32)
-    alpha = np.ones((1, height, width), dtype=np.float32)
-    visible = [node for node in layers if node.visible]
-    with torch.no_grad():
-        for y0 in range(0, height, rows):
-            y1 = min(y0 + rows, height)
-            c, a = to_tensor(base[:, y0:y1]), torch.ones(1, 1, y1 - y0, width)
-            for node in visible:
-                source_alpha = None if node.alpha is None else to_tensor(node.alpha[:, y0:y1])
-                c, a = blend(c, to_tensor(node.color[:, y0:y1]), node.blend_mode, source_alpha=source_alpha,
-                             opacity=node.opacity, backdrop_alpha=a)
-            color[:, y0:y1], alpha[:, y0:y1] = c[0].numpy(), a[0].numpy()
-    return color, alpha
-
-
-def _rows_of(node: PixelNode, y0: int, y1: int) -> PixelNode | None:
-    """The part of a placed layer that falls in document rows [y0, y1), placed in the strip's coordinates."""
-    h = node.color.shape[1]
-    a, b = max(y0 - node.top, 0), min(y1 - node.top, h)
-    if b <= a:
-        return None
-    return PixelNode(
-        name=node.name,
-        color=node.color[:, a:b],
-        alpha=None if node.alpha is None else node.alpha[:, a:b],
-        top=node.top + a - y0,
-        left=node.left,
-        blend_mode=node.blend_mode,
-        opacity=node.opacity,
-        visible=node.visible,
-        clipping=node.clipping,
-    )
-
-
-def _encode_merged(psd: Any, color: np.ndarray, alpha: np.ndarray) -> list[bytes]:
-    from psd_tools.api import numpy_io
-
-    planes = 1 if psd.color_mode.name == "GRAYSCALE" else 3
-    color = color[:planes]
-    return numpy_io.encode_image_data(psd, color.transpose(1, 2, 0), alpha.transpose(1, 2, 0))
-
-
-def _drop_stale_thumbnails(psd: Any) -> None:
-    """A thumbnail of the old picture would contradict the new merged image; viewers fall back to the latter."""
-    from psd_tools.constants import Resource
-
-    for key in (Resource.THUMBNAIL_RESOURCE_PS4, Resource.THUMBNAIL_RESOURCE):
-        if key in psd.image_resources:
-            del psd.image_resources[key]
-
-
-def save_png(color: np.ndarray, alpha: np.ndarray | None, output: str | os.PathLike[str]) -> Path:
-    """Write float32 [3|1, H, W] (+ alpha) as an 8-bit PNG, atomically."""
-    from PIL import Image
-
-    output = Path(output)
-    planes = [color] if alpha is None else [color, alpha]
-    data = np.concatenate(planes) if alpha is not None else color
-    data = np.round(np.clip(data, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
-    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[data.shape[2]]
-    image = Image.fromarray(data if data.shape[2] > 1 else data[:, :, 0], mode=mode)
-    with atomic_write(output) as f:
-        image.save(f, format="PNG")
-    return output

@@ -394,7 +394,7 @@ def summarise(results: Sequence[CaseResult], methods: Sequence[str]) -> dict[str
 def save_contact_sheet(loaded: Sequence[Any], outputs: dict[str, list[np.ndarray]], methods: Sequence[str], folder: Path,
                        per_sheet: int = 10, scale: int = 4) -> list[Path]:
     """PNG sheets, one row per case: base | each method's result, enlarged `scale`x (nearest)."""
-    from .document import save_png
+    from .writing import save_png
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -437,7 +437,7 @@ def photo_directions(
             rows.append({"photo": name, "direction": d, "r": r, "shading": shading_strength(out, photo, np.ones(photo.shape[1:])),
                          "chroma_drift": chroma_drift(out, photo)})
             if pictures is not None:
-                from .document import save_png
+                from .writing import save_png
 
                 pictures.mkdir(parents=True, exist_ok=True)
                 save_png(out.astype(np.float32), None, pictures / f"{name}-{d}.png")
@@ -506,7 +506,7 @@ def markdown_table(report: EvalReport) -> str:
 
 def write_report(report: EvalReport, path: Path) -> Path:
     """Written atomically: an interrupted eval never leaves half a table behind."""
-    from .document import atomic_write
+    from .writing.atomic import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from . import __version__
 from .distill import StepInfo, compose, distill, finished_layers
-from .document import DEFAULT_MAX_PIXELS, Document, check_output, load, save_png, save_psd
+from .document import DEFAULT_MAX_PIXELS, Document, load
 from .errors import DocumentError, UsageError
 from .generator import LayerOutput
 from .layers import PixelNode
@@ -27,6 +27,7 @@ from .priors import load_prior
 from .priors.base import Prior
 from .resample import resize
 from .templates import DistillSettings, EditSpec, load_template, settings_with
+from .writing import default_output, document_output, preview_folder, save_png, write_document
 
 
 @dataclass
@@ -67,11 +68,6 @@ class EditResult:
 ProgressCallback = Callable[[StepInfo, int, int], None]  # (step info, variation index, variations)
 
 
-def default_output(source: Path) -> Path:
-    """`photo.png` -> `photo.lasagna.psd` beside it: never the input itself, even for a .psd input."""
-    return source.with_name(f"{source.stem}.lasagna.psd")
-
-
 def run_edit(
     request: EditRequest,
     *,
@@ -91,8 +87,12 @@ def run_edit(
     for text in doc.notices:
         if on_notice:
             on_notice(text)
-    output = request.output or default_output(doc.path)
-    check_output(output, [doc.path], overwrite_input=request.overwrite_input)  # before minutes of work, not after
+    target = document_output(  # before minutes of work, not after: where, which format, can the document hold it
+        request.output or default_output(doc), doc, [layer.channels for layer in spec.layers],
+        overwrite_input=request.overwrite_input, other_inputs=[request.mask] if request.mask else [],
+    )
+    if request.preview_dir is not None:
+        preview_folder(request.preview_dir)
     model = request.model or spec.model
     prior = prior or load_prior_for(request, spec)
 
@@ -113,9 +113,9 @@ def run_edit(
             outputs = generator(base_low)
         nodes += _full_size_layers(spec, outputs, base_low, base, coverage, index, names[index])
 
-    record = _record(request, spec, settings, model, output, size, device, names[0])
-    save_psd(doc, nodes, output, record=record, overwrite_input=request.overwrite_input)
-    return EditResult(output, output.with_name(output.name + ".json"), time.perf_counter() - started, record)
+    record = _record(request, spec, settings, model, target.path, size, device, names[0])
+    write_document(target, doc, nodes, record)
+    return EditResult(target.path, target.sidecar, time.perf_counter() - started, record)
 
 
 def load_prior_for(request: EditRequest, spec: EditSpec | None = None) -> Prior:
@@ -231,7 +231,6 @@ def _step_hook(
             with torch.no_grad():
                 outputs = info.generator(base_low)
                 image = compose(base_low, spec.layers, outputs, mask_low)
-            request.preview_dir.mkdir(parents=True, exist_ok=True)
             save_png(_numpy(image), None, request.preview_dir / f"v{index + 1}-step{info.step:05d}.png")
 
     return hook

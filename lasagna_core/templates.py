@@ -117,7 +117,11 @@ def load_template(name_or_path: str) -> EditSpec:
             raise UsageError(f"template {path} is a folder, not a .toml file")
         if not path.is_file():
             raise UsageError(f"template file {path} does not exist")
-        return parse_template(path.read_text(encoding="utf-8"), str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"template file {path} is not a text (TOML) file") from None
+        return parse_template(text, str(path))
     if name_or_path not in builtin_names():
         raise UsageError(f"unknown template '{name_or_path}' (built-in: {', '.join(builtin_names())}; or pass a .toml file)")
     text = resources.files("lasagna_templates").joinpath(f"{name_or_path}.toml").read_text(encoding="utf-8")

@@ -59,7 +59,8 @@ def test_inspect_and_flatten_print_names_as_given(tmp_path: Path, color: bool) -
 
 
 def test_inspect_shows_bracketed_layer_names(tmp_path: Path) -> None:
-    from lasagna_core.document import load, save_psd
+    from lasagna_core.document import load
+    from lasagna_core.writing import save_psd
     from lasagna_core.layers import BlendMode, PixelNode
 
     doc = load(picture(tmp_path / "a.png"))

@@ -13,7 +13,9 @@ from PIL import Image
 from psd_tools import PSDImage
 
 from lasagna_core import document
-from lasagna_core.document import load, save_psd
+from lasagna_core.describe import describe
+from lasagna_core.document import load
+from lasagna_core.writing import save_psd
 from lasagna_core.errors import DocumentError, ImageTooLargeError, OutputError, UnsupportedDocumentError, UsageError
 from lasagna_core.layers import BlendMode, PixelNode
 from tests.conftest import EXAMPLE_PSD, gradient_rgb, photoshop, to_uint8
@@ -135,7 +137,7 @@ def test_huge_header_refused_before_decoding(tmp_path: Path) -> None:
     with pytest.raises(ImageTooLargeError, match="--max-pixels"):
         load(path)
     with pytest.raises(ImageTooLargeError):
-        document.describe(path)
+        describe(path)
 
 
 def test_pixel_limit_flag_applies_to_rasters(tmp_path: Path) -> None:
@@ -217,7 +219,7 @@ def test_describe_every_fixture_or_refuses_cleanly() -> None:
     fixtures = sorted(photoshop("").glob("**/*.ps[db]"))
     assert len(fixtures) >= 30
     for path in fixtures:
-        info = document.describe(path)
+        info = describe(path)
         assert info["width"] > 0 and info["height"] > 0
         assert isinstance(info["layers"], list)
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from psd_tools import PSDImage
 
-from lasagna_core.document import load, save_psd
+from lasagna_core.document import load
+from lasagna_core.writing import save_psd
 from lasagna_core.layers import BlendMode, PixelNode
 from lasagna_core.pipeline import EditRequest, run_edit
 from tests.conftest import EXAMPLE_PSD, photoshop

@@ -187,9 +187,11 @@ def test_save_psd_writes_the_same_file_as_before(tmp_path: Path, monkeypatch: py
 
     from benchmarks.baseline import baseline_save_psd
     from lasagna_core import document
+    from lasagna_core.writing import psd as psd_writer
+    from lasagna_core.writing import save_psd
     from tests.conftest import EXAMPLE_PSD, gradient_rgb, to_uint8
 
-    monkeypatch.setattr(document, "STRIP_PIXELS", strip_pixels)  # 5000: strips of a few rows, many strips
+    monkeypatch.setattr(psd_writer, "STRIP_PIXELS", strip_pixels)  # 5000: strips of a few rows, many strips
     Image.fromarray(to_uint8(gradient_rgb(40, 56))).save(tmp_path / "in.png")
     import numpy as np
 
@@ -197,10 +199,10 @@ def test_save_psd_writes_the_same_file_as_before(tmp_path: Path, monkeypatch: py
     Image.fromarray(deep).save(tmp_path / "deep.png")  # 16-bit gray: a 16-bit document
     rgba = np.dstack([to_uint8(gradient_rgb(36, 48)), np.tile(np.linspace(0, 255, 48, dtype=np.uint8), (36, 1))])
     Image.fromarray(rgba).save(tmp_path / "cut.png")
-    document.save_psd(document.load(tmp_path / "cut.png"), [], tmp_path / "cut.psd")  # a merged image with alpha
+    save_psd(document.load(tmp_path / "cut.png"), [], tmp_path / "cut.psd")  # a merged image with alpha
     for source in (EXAMPLE_PSD, tmp_path / "in.png", tmp_path / "deep.png", tmp_path / "cut.psd"):
         doc = document.load(source)
         layers = _new_layers(doc.height, doc.width)
-        document.save_psd(doc, layers, tmp_path / "new.psd")
+        save_psd(doc, layers, tmp_path / "new.psd")
         baseline_save_psd(doc, layers, tmp_path / "old.psd")
         assert (tmp_path / "new.psd").read_bytes() == (tmp_path / "old.psd").read_bytes(), source.name

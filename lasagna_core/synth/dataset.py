@@ -273,7 +273,7 @@ def run_jobs(write: Callable[[Any], int], jobs: Sequence[Any], workers: int, tot
 
 def write_dataset(out_dir: Path, info: dict[str, Any], lines: Sequence[str]) -> None:
     """`dataset.json`, then `manifest.jsonl` last, each atomically: a manifest on disk means a complete set."""
-    from ..document import atomic_write
+    from ..writing.atomic import atomic_write
 
     with atomic_write(out_dir / INFO) as f:
         f.write((json.dumps(info, indent=2) + "\n").encode("utf-8"))
