@@ -10,10 +10,12 @@ import sys
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import UsageError
 from .layers import BlendMode
+
+T = TypeVar("T")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,6 +51,25 @@ class DistillSettings:
 
 
 @dataclass(frozen=True)
+class GeneratorSettings:
+    """The layer generator's shape and where it works; a template's `[generator]` table.
+
+    width: channels of its first level (doubling per level); levels: resolutions it works at.
+    resolution: the long side of its working image; unset, the prior's working size. A larger one distils
+    at more detail than the prior sees: the composite is resized to the prior's size for the SDS loss.
+    """
+
+    width: int = 32
+    levels: int = 3
+    resolution: int | None = None
+
+    @property
+    def multiple(self) -> int:
+        """Working sides must be multiples of this: the generator halves `levels - 1` times (and needs 8)."""
+        return max(8, 2 ** (self.levels - 1))
+
+
+@dataclass(frozen=True)
 class EditSpec:
     name: str
     description: str
@@ -58,6 +79,7 @@ class EditSpec:
     layers: tuple[LayerSpec, ...]
     defaults: DistillSettings
     source: str  # where it was read from, for messages
+    generator: GeneratorSettings = GeneratorSettings()
 
     def render_prompt(self, text: str) -> str:
         return self.prompt.replace("{prompt}", text.strip())
@@ -110,6 +132,7 @@ def _build(data: dict[str, Any], source: str) -> EditSpec:
         layers=specs,
         defaults=_settings(data.get("defaults", {})),
         source=source,
+        generator=_generator(data.get("generator", {})),
     )
 
 
@@ -134,14 +157,27 @@ def _layer(entry: dict[str, Any]) -> LayerSpec:
     return spec
 
 
-def _settings(data: dict[str, Any]) -> DistillSettings:
-    known = {f.name: f.type for f in fields(DistillSettings)}
+def _table(cls: type[T], data: dict[str, Any], table: str) -> T:
+    """A settings dataclass from a TOML table: known keys only, each value converted to its default's type
+    (int for a key whose default is unset)."""
+    known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ValueError(f"unknown [defaults] keys: {', '.join(unknown)} (known: {', '.join(known)})")
-    defaults = DistillSettings()
-    values = {key: type(getattr(defaults, key))(value) for key, value in data.items()}
-    settings = DistillSettings(**values)
+        raise ValueError(f"unknown [{table}] keys: {', '.join(unknown)} (known: {', '.join(known)})")
+    defaults = cls()
+    kinds = {key: type(getattr(defaults, key)) if getattr(defaults, key) is not None else int for key in known}
+    return cls(**{key: kinds[key](value) for key, value in data.items()})
+
+
+def _generator(data: dict[str, Any]) -> GeneratorSettings:
+    generator = _table(GeneratorSettings, data, "generator")
+    if generator.width < 8 or generator.levels < 1 or (generator.resolution is not None and generator.resolution < generator.multiple):
+        raise ValueError(f"[generator] needs width >= 8, levels >= 1 and resolution >= {generator.multiple}")
+    return generator
+
+
+def _settings(data: dict[str, Any]) -> DistillSettings:
+    settings = _table(DistillSettings, data, "defaults")
     if not 0.0 <= settings.t_min < settings.t_max <= 1.0 or settings.steps < 1 or settings.noise_samples < 1:
         raise ValueError("[defaults] need 0 <= t_min < t_max <= 1, steps >= 1 and noise_samples >= 1")
     return settings
