@@ -46,12 +46,17 @@ def progress_bar(*, loss: bool = False, elapsed: bool = False) -> Iterator[Any]:
 
 
 def notice(text: str) -> None:
-    stderr.print(f"[yellow]note:[/] {text}", markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    stderr.print(f"[yellow]note:[/] {escape(text)}", markup=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """One line on stderr and a non-zero exit: the whole of what a user sees when their input is wrong."""
-    stderr.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True, emoji=False)
+    """One line on stderr and a non-zero exit: the whole of what a user sees when their input is wrong. The
+    message is escaped: '[generator]' in it is text, not rich markup."""
+    from rich.markup import escape
+
+    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True, emoji=False)
     raise typer.Exit(code)
 
 

@@ -5,6 +5,7 @@ CPU only, no network: hub ids are looked up in a fake, empty or hand-made HF cac
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -386,3 +387,51 @@ def test_single_file_without_cached_configs(models, tmp_path, fake_hub_cache):
         load_prior(PriorSettings(str(single), device="cpu"))
     text = _one_line(e)
     assert "tiny.safetensors" in text and "lasagna models pull stable-diffusion-v1-5/stable-diffusion-v1-5" in text
+
+
+# ------------------------------------------------------------------ adapters that don't fit the model
+
+
+def test_controlnet_for_another_vae_is_refused_before_any_work(tmp_path):
+    """A new user's ControlNet: `ControlNetModel.from_unet(unet)` at diffusers' defaults (its hint embedding
+    shrinks 8x) over a model whose VAE downsamples by 2. One line, exit 1, before distillation (was exit 70,
+    'RuntimeError: The size of tensor a (8) must match ...')."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from lasagna_cli.app import app
+
+    model = make_tiny_sd(tmp_path / "sd-vae2", vae_blocks=2)
+    ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(model / "unet")).save_pretrained(tmp_path / "cn")
+    Image.new("RGB", (32, 32), (120, 80, 40)).save(tmp_path / "in.png")
+    out = tmp_path / "out.psd"
+    result = CliRunner().invoke(app, ["shade", str(tmp_path / "in.png"), "-p", "light", "-m", str(model), "--controlnet",
+                                      str(tmp_path / "cn"), "--steps", "1", "--device", "cpu", "-o", str(out)],
+                                env={"NO_COLOR": "1"})
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
+    assert "ControlNet shrinks its hint 8x" in lines[0] and "VAE downsamples by 2" in lines[0]
+    assert not out.exists()
+
+
+def test_model_config_flag_reaches_a_single_file_checkpoint(models, tmp_path, fake_hub_cache):
+    """--model-config names the architecture of a single-file checkpoint (no cached base repo needed); on a
+    folder it is refused in one line rather than ignored."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from lasagna_cli.app import app
+
+    single = make_tiny_single_file(models["sd"], tmp_path / "tiny.safetensors")
+    Image.new("RGB", (64, 64), (120, 80, 40)).save(tmp_path / "in.png")
+    out = tmp_path / "out.psd"
+    args = ["shade", str(tmp_path / "in.png"), "-p", "light", "--steps", "1", "--device", "cpu", "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "-m", str(single), "--model-config", str(models["sd"])], env={"NO_COLOR": "1"})
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(out.with_name(out.name + ".json").read_text())["prior_options"]["model_config"] == str(models["sd"])
+    refused = CliRunner().invoke(app, [*args, "-m", str(models["sd"]), "--model-config", str(models["sd"])],
+                                 env={"NO_COLOR": "1"})
+    assert refused.exit_code == 1 and refused.stderr.strip().splitlines() == [
+        f"error: --model-config is for a single-file checkpoint; '{models['sd']}' is not a file."]

@@ -26,12 +26,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from lasagna_core.errors import ModelError
-
-if TYPE_CHECKING:
-    from lasagna_core.priors.base import Prior
 
 CONDITIONS = ("text", "direction", "image")
 
@@ -92,7 +89,7 @@ class PriorFamily:
 
     name: str
     title: str  # for messages: "the built-in prior", "a Stable Diffusion model"
-    prior: type[Prior]
+    prior: type[Any]  # a `base.Prior` subclass (not imported here: base imports this module)
     fallback: bool = False
 
     @property
@@ -116,7 +113,7 @@ class PriorFamily:
 
 _FAMILIES: dict[str, PriorFamily] = {}
 
-P = TypeVar("P", bound="type[Prior]")
+P = TypeVar("P", bound=type)
 
 
 def register_prior(name: str, *, title: str | None = None, fallback: bool = False) -> Callable[[P], P]:
