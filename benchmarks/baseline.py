@@ -11,13 +11,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lasagna_core.distill import CHECK_EVERY, MAX_RESTARTS, StepInfo, _copy, _finite, compose, neutral_distance
+from lasagna_core.distill import CHECK_EVERY, MAX_RESTARTS, StepInfo, all_finite, compose, copy_weights, neutral_distance
 from lasagna_core.errors import DistillationError
 from lasagna_core.generator import LayerGenerator
 from lasagna_core.priors.base import Condition, Prior, sds_gradient, sds_surrogate_loss
 from lasagna_core.templates import DistillSettings, LayerSpec
 from collections.abc import Callable, Sequence
-from lasagna_core.priors.stable_diffusion import sample_to_epsilon, v_to_epsilon
 import torch.nn.functional as F
 
 
@@ -49,27 +48,35 @@ def baseline_sds_loss(
     # Encode with gradient: the only part of the prior the graph passes through.
     x = image.to(self.device, self.dtype) * 2 - 1
     latents = self.vae.encode(x).latent_dist.mean
-    latents = ((latents - self.shift_factor) * self.scaling_factor).float()
+    shift = float(getattr(self.vae.config, "shift_factor", None) or 0.0)
+    latents = ((latents - shift) * float(self.vae.config.scaling_factor)).float()
     if samples > 1:
         latents = latents.repeat_interleave(samples, dim=0)
     batch = latents.shape[0]
 
-    n = self.num_train_timesteps
+    alphas_cumprod = self.schedule.alphas_cumprod
+    n = alphas_cumprod.shape[0]
     t_lo = min(max(int(round(lo * n)), 0), n - 1)
     t_hi = min(max(int(round(hi * n)), t_lo), n - 1)
     rng_device = generator.device if generator is not None else self.device
     t = torch.randint(t_lo, t_hi + 1, (batch,), generator=generator, device=rng_device).to(self.device)
     noise = torch.randn(latents.shape, generator=generator, device=rng_device, dtype=torch.float32)
     noise = noise.to(self.device)
-    alpha_bar = self.alphas_cumprod[t].view(batch, 1, 1, 1)
+    alpha_bar = alphas_cumprod[t].view(batch, 1, 1, 1)
 
     with torch.no_grad():
-        noisy = self.scheduler.add_noise(latents.detach(), noise, t)
+        # diffusers' own add_noise and conversions as the independent reference for the schedule's formulas
+        from diffusers import DDPMScheduler
+
+        reference = DDPMScheduler(num_train_timesteps=n)
+        reference.alphas_cumprod = alphas_cumprod
+        noisy = reference.add_noise(latents.detach(), noise, t)
         pred = baseline_predict(self, noisy, t, cond, batch).float()
+        a2, noisy2 = alpha_bar.repeat(2, 1, 1, 1), torch.cat([noisy, noisy])
         if self.prediction_type == "v_prediction":
-            pred = v_to_epsilon(pred, torch.cat([noisy, noisy]), alpha_bar.repeat(2, 1, 1, 1))
+            pred = a2.sqrt() * pred + (1 - a2).sqrt() * noisy2
         elif self.prediction_type == "sample":
-            pred = sample_to_epsilon(pred, torch.cat([noisy, noisy]), alpha_bar.repeat(2, 1, 1, 1))
+            pred = (noisy2 - a2.sqrt() * pred) / (1 - a2).sqrt()
         eps_uncond, eps_cond = pred.chunk(2)
         # DreamFusion's weighting w(t) = sigma_t^2 = 1 - alpha_bar_t.
         grad = sds_gradient(eps_uncond, eps_cond, noise, guidance, 1 - alpha_bar)
@@ -123,7 +130,7 @@ def baseline_distill(
     learning_rate = settings.learning_rate
     optimiser = torch.optim.Adam(generator.parameters(), lr=learning_rate)
     t_range = (settings.t_min, settings.t_max)
-    good_step, good_weights, restarts = 0, _copy(generator), 0
+    good_step, good_weights, restarts = 0, copy_weights(generator), 0
     step = 0
     while step < settings.steps:
         step += 1
@@ -138,8 +145,8 @@ def baseline_distill(
         loss.backward()
         optimiser.step()
         if step % CHECK_EVERY == 0 or step == settings.steps:
-            if _finite(loss, generator):
-                good_step, good_weights = step, _copy(generator)
+            if all_finite(loss, generator):
+                good_step, good_weights = step, copy_weights(generator)
             else:
                 restarts += 1
                 if restarts > MAX_RESTARTS:

@@ -173,10 +173,10 @@ def sd15_prior(*, controlnet: bool = False, device: str = "cpu", dtype: Any = No
 def builtin_prior() -> Any:
     """The shipped built-in prior when its weights are installed, else its default architecture (the one
     `lasagna train builtin` trains, at its default 32 px) with random weights: same shapes, same FLOPs."""
-    from lasagna_core.priors import builtin, load_prior
+    from lasagna_core.priors import PriorSettings, builtin, load_prior
 
     if builtin.shipped_weights().is_file():
-        return load_prior("builtin", device="cpu")
+        return load_prior(PriorSettings("builtin", device="cpu"))
     from lasagna_core.directions import DIRECTION_NAMES
     from lasagna_core.train import BuiltinConfig
 
@@ -191,10 +191,10 @@ def builtin_prior() -> Any:
 
 
 def make_prior(kind: str, **kwargs: Any) -> Any:
-    from lasagna_core.priors import load_prior
+    from lasagna_core.priors import PriorSettings, load_prior
 
     if kind == "tiny":
-        return load_prior(str(tiny_sd_folder()), device="cpu", **kwargs)
+        return load_prior(PriorSettings(str(tiny_sd_folder()), device="cpu", options={**kwargs}))
     if kind == "sd15":
         return sd15_prior(**kwargs)
     if kind == "builtin":

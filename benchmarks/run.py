@@ -82,9 +82,9 @@ def worker_sd15(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
     t0 = time.perf_counter()
     if args.sd_model:  # real weights (a local SD 1.x/2.x folder): the gradient comparisons then mean something
-        from lasagna_core.priors import load_prior
+        from lasagna_core.priors import PriorSettings, load_prior
 
-        prior = load_prior(args.sd_model, device="cpu")
+        prior = load_prior(PriorSettings(args.sd_model, device="cpu"))
         result["model"] = args.sd_model
     else:
         prior = harness.make_prior("sd15")
@@ -329,11 +329,11 @@ def worker_lowmem(args: argparse.Namespace) -> dict[str, Any]:
     """--low-memory on the CPU with the tiny model: it runs, and its SDS gradient matches the default path's."""
     import torch
 
-    from lasagna_core.priors import load_prior
+    from lasagna_core.priors import PriorSettings, load_prior
 
     folder = str(harness.tiny_sd_folder())
-    normal = load_prior(folder, device="cpu")
-    low = load_prior(folder, device="cpu", low_memory=True)
+    normal = load_prior(PriorSettings(folder, device="cpu"))
+    low = load_prior(PriorSettings(folder, device="cpu", options={"low_memory": True}))
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
     def grad(prior: Any) -> torch.Tensor:
@@ -365,23 +365,24 @@ def worker_e2e_phases(args: argparse.Namespace) -> dict[str, Any]:
     env = _env(args)
     bare = statistics.median(_wait_rss([PY, "-c", "pass"], env)[0] for _ in range(3))
     heavy = ("import torch, diffusers, transformers; from diffusers import UNet2DConditionModel, AutoencoderKL, DDPMScheduler; "
-             "from transformers import CLIPTextModel, CLIPTokenizer; import lasagna_core.pipeline")
+             "from transformers import CLIPTextModel, CLIPTokenizer; import lasagna_core.edit")
     out: dict[str, Any] = {
         "import_torch_s": round(statistics.median(_wait_rss([PY, "-c", "import torch"], env)[0] for _ in range(3)) - bare, 2),
         "import_diffusers_transformers_lasagna_s": round(
             statistics.median(_wait_rss([PY, "-c", heavy], env)[0] for _ in range(3)) - bare, 2),
     }
-    from lasagna_core.pipeline import EditRequest, load_prior_for, run_edit
+    from lasagna_core.edit import EditConfig, EditJob, load_edit_prior, run_edit
+    from lasagna_core.priors import PriorSettings
 
-    load_prior_for(EditRequest(input=Path("x.png"), prompt="x", model=str(harness.tiny_sd_folder()), device="cpu"))
+    config = EditConfig(prior=PriorSettings(str(harness.tiny_sd_folder()), device="cpu"), steps=1)
+    load_edit_prior(config)
     for n in (512, 2048):
         src = Path(args.path) / f"in-{n}.png"
-        req = EditRequest(input=src, prompt="light from the left", model=str(harness.tiny_sd_folder()), device="cpu", steps=1,
-                          output=Path(args.path) / f"phases-{n}.psd")
+        job = EditJob(input=src, prompt="light from the left", config=config, output=Path(args.path) / f"phases-{n}.psd")
         t3 = time.perf_counter()
-        prior = load_prior_for(req)
+        prior = load_edit_prior(config)
         t4 = time.perf_counter()
-        run_edit(req, prior=prior)
+        run_edit(job, prior=prior)
         t5 = time.perf_counter()
         out[f"{n}px"] = {"load_prior_s": round(t4 - t3, 2), "run_edit_1_step_s": round(t5 - t4, 2)}
     return out

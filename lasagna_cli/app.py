@@ -142,7 +142,7 @@ def models_pull(
     """Download a model's safetensors weights into the local Hugging Face cache, for offline use."""
     from lasagna_core.priors import pull_model
 
-    path = pull_model(model_id, controlnet=controlnet)
+    path = pull_model(model_id, adapter=controlnet)
     show(str(path))
 
 

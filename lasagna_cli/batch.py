@@ -17,6 +17,7 @@ from typer.core import TyperCommand
 from lasagna_core.document import DEFAULT_MAX_PIXELS
 
 from .console import notice, print_json, progress_bar, say, stderr, styled, user_errors
+from .prior_flags import with_prior_options
 
 if TYPE_CHECKING:
     from lasagna_core.batch import BatchSummary, Record
@@ -48,6 +49,7 @@ def ray_flag_without_value(args: list[str]) -> list[str]:
     return rewritten
 
 
+@with_prior_options
 def batch_command(
     template: str = typer.Argument(..., help="Template: shade, colorize, another built-in name, or a .toml file."),
     inputs: str = typer.Argument(..., metavar="IN", help="A folder (walked recursively), a quoted glob like 'shots/**/*.png', or - to read paths from stdin."),
@@ -55,7 +57,6 @@ def batch_command(
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The prompt for every file (the fallback when --prompts is given)."),
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="CSV (input,prompt[,seed]) or JSONL ({\"input\", \"prompt\", \"seed\"}) mapping inputs to prompts."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Diffusion prior: hub id, local folder or .safetensors file (default: the template's)."),
-    controlnet: Optional[str] = typer.Option(None, "--controlnet", help="ControlNet conditioned on the base (hub id or folder)."),
     layer: Optional[str] = typer.Option(None, "--layer", "-l", help="PSD layer (name or Group/Name) to use as the base in every file."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimisation steps (default: the template's)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale (default: the template's)."),
@@ -63,9 +64,6 @@ def batch_command(
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16."),
     variations: int = typer.Option(1, "--variations", "-k", min=1, help="K alternative layer sets per file; all but the first hidden."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Refuse documents with more pixels than this."),
-    low_memory: bool = typer.Option(False, "--low-memory", help="As for shade: less GPU memory, a little slower (SD models)."),
-    fast_encoder: bool = typer.Option(False, "--fast-encoder", help="As for shade: half-size encoding for the gradient (SD models)."),
-    vae: Optional[str] = typer.Option(None, "--vae", help="As for shade: a tiny autoencoder (folder or hub id) for the gradient path (SD models)."),
     devices: str = typer.Option("auto", "--devices", "--device", help="Comma-separated devices, one worker process each (cuda:0,cuda:1); one device runs in this process."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: process only shard K of N (1-based; stable per file) - for SLURM/Kubernetes array jobs."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Run the files as Ray tasks: alone for a local instance ($RAY_ADDRESS if set), 'auto' for this machine's cluster, or an address."),
@@ -75,11 +73,13 @@ def batch_command(
     log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per file: input, output, status (ok|skipped|failed), error, seconds, seed."),
     json_output: bool = typer.Option(False, "--json", help="Print the same JSON line per file on stdout, for scripts."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="On stderr, only failures and the summary."),
+    prior_options: Optional[dict[str, Any]] = None,
 ) -> None:
     """Run one template over many files: resumable, one line per bad file, exit 0 all done / 1 any failed."""
     with user_errors():
         from lasagna_core.batch import BatchOptions, EditConfig, parse_shard
         from lasagna_core.errors import UsageError
+        from lasagna_core.priors import PriorSettings
 
         from .edit import PRECISIONS, _check_choice
 
@@ -90,9 +90,8 @@ def batch_command(
         if inputs == "-" and sys.stdin.isatty():
             raise UsageError("IN is -, but nothing is piped in: e.g. find shots -name '*.png' | lasagna batch shade - out")
         edit = EditConfig(
-            template=template, model=model, controlnet=controlnet, layer=layer, steps=steps, guidance=guidance,
-            precision=precision, variations=variations, max_pixels=max_pixels, low_memory=low_memory,
-            fast_encoder="half" if fast_encoder else None, vae=vae,
+            template=template, prior=PriorSettings(model, precision=precision, options=prior_options or {}),
+            layer=layer, steps=steps, guidance=guidance, variations=variations, max_pixels=max_pixels,
         )
         options = BatchOptions(
             inputs=inputs, out=out, edit=edit, prompt=prompt, prompts=prompts,

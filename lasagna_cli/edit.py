@@ -10,23 +10,22 @@ from typing import Any, Optional
 import typer
 
 from lasagna_core.document import DEFAULT_MAX_PIXELS
+from lasagna_core.runtime import DEVICES, PRECISIONS
 
 from .console import notice, print_json, progress_bar, say, user_errors
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+from .prior_flags import with_prior_options
 
 
 def make_edit_command(default_template: str, summary: str) -> Callable[..., None]:
     """Build a Typer command whose only difference from its siblings is the default template."""
 
+    @with_prior_options
     def command(
         input: Path = typer.Argument(..., help="Image or PSD/PSB to edit (never overwritten)."),
         prompt: str = typer.Option(..., "--prompt", "-p", help="What the edit should do, e.g. 'light from the left'."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="PSD to write (default: INPUT.lasagna.psd beside the input)."),
         template: str = typer.Option(default_template, "--template", "-t", help="Built-in template name (see `lasagna templates`) or a .toml file."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Diffusion prior: hub id, local folder or .safetensors file (default: the template's)."),
-        controlnet: Optional[str] = typer.Option(None, "--controlnet", help="ControlNet conditioned on the base (hub id or folder), e.g. a relighting adapter."),
         layer: Optional[str] = typer.Option(None, "--layer", "-l", help="PSD layer (name or Group/Name) to use as the base; new layers are clipped to it."),
         mask: Optional[Path] = typer.Option(None, "--mask", help="Image whose alpha (or gray) confines the edit."),
         steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimisation steps (default: the template's)."),
@@ -40,24 +39,22 @@ def make_edit_command(default_template: str, summary: str) -> Callable[..., None
         overwrite_input: bool = typer.Option(False, "--overwrite-input", help="Allow -o to name the input file itself."),
         max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Refuse documents with more pixels than this."),
         json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
-        low_memory: bool = typer.Option(False, "--low-memory", help="Use less GPU memory, a little slower: encoder gradient checkpointing, VAE decoder and text encoder kept off the GPU (SD models)."),
-        fast_encoder: bool = typer.Option(False, "--fast-encoder", help="Encode the composite at half size for the gradient (a quarter of the encoder work or less, blurrier latents; SD models)."),
-        vae: Optional[str] = typer.Option(None, "--vae", help="A tiny autoencoder (diffusers AutoencoderTiny folder or hub id, e.g. madebyollin/taesd) for the gradient path (SD models)."),
+        prior_options: dict[str, Any] | None = None,
     ) -> None:
         with user_errors():
             _check_choice("--device", device.split(":")[0], DEVICES)
             _check_choice("--precision", precision, PRECISIONS)
-            from lasagna_core.pipeline import EditRequest, run_edit
+            from lasagna_core.edit import EditConfig, EditJob, run_edit
+            from lasagna_core.priors import PriorSettings
 
-            request = EditRequest(
-                input=input, prompt=prompt, template=template, output=output, model=model, controlnet=controlnet,
-                layer=layer, mask=mask, steps=steps, guidance=guidance, seed=seed, device=device, precision=precision,
-                variations=variations, preview_dir=preview, preview_every=preview_every, max_pixels=max_pixels,
-                overwrite_input=overwrite_input, low_memory=low_memory, fast_encoder="half" if fast_encoder else None,
-                vae=vae,
+            config = EditConfig(
+                template=template, prior=PriorSettings(model, device, precision, prior_options or {}), layer=layer,
+                steps=steps, guidance=guidance, variations=variations, max_pixels=max_pixels,
             )
+            job = EditJob(input=input, prompt=prompt, config=config, output=output, seed=seed, mask=mask,
+                          preview_dir=preview, preview_every=preview_every, overwrite_input=overwrite_input)
             with _progress() as on_progress:
-                result = run_edit(request, on_progress=on_progress, on_notice=notice)
+                result = run_edit(job, on_progress=on_progress, on_notice=notice)
             if json_output:
                 print_json({"output": str(result.output), "sidecar": str(result.sidecar),
                             "seconds": round(result.seconds, 3), **result.record})

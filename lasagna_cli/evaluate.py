@@ -8,8 +8,10 @@ from typing import Any, Optional
 import typer
 
 from .console import guarded, print_json, say, show, stderr
+from .prior_flags import with_prior_options
 
 
+@with_prior_options
 @guarded
 def eval_command(
     data: Path = typer.Option(..., "--data", "-d", help="Folder with manifest.jsonl; its `--split` is evaluated."),
@@ -29,9 +31,11 @@ def eval_command(
     seed: int = typer.Option(0, "--seed", help="Seed for the case sample, the distillation and the sampler."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
+    prior_options: dict[str, Any] | None = None,
 ) -> None:
     """Measure relighting quality: PSNR/SSIM vs ground truth, chroma drift, edge similarity, direction accuracy."""
     from lasagna_core.evaluate import METHODS, evaluate, markdown_table, write_report
+    from lasagna_core.priors import PriorSettings
 
     for path in out:  # write_report writes Markdown for any other name: refuse, before minutes of work
         if path.suffix.lower() not in (".json", ".md"):
@@ -39,9 +43,10 @@ def eval_command(
 
             raise UsageError(f"--out {path.name}: name it .json (every case) or .md (the table)")
     named = [(p.stem, _load(p)) for p in photos] + (_skimage_photos() if skimage_photos else [])  # a bad path fails first
+    prior = PriorSettings(model, device, options=prior_options or {})
     report = evaluate(
-        data, model=model, template=template, limit=limit, split=split, seed=seed, steps=steps, guidance=guidance,
-        direct_steps=direct_steps, direct_guidance=direct_guidance, device=device, photos=named, pictures=pictures,
+        data, prior_settings=prior, template=template, limit=limit, split=split, seed=seed, steps=steps, guidance=guidance,
+        direct_steps=direct_steps, direct_guidance=direct_guidance, photos=named, pictures=pictures,
         methods=METHODS if direct else tuple(m for m in METHODS if m != "direct"), on_progress=_progress,
     )
     for path in out:

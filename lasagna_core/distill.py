@@ -18,8 +18,8 @@ from .blend import blend
 from .errors import DistillationError
 from .generator import START_MARGIN, LayerGenerator, LayerOutput
 from .priors.base import Condition, Prior
-from .resample import guided_upsample
-from .templates import DistillSettings, LayerSpec
+from .resample import guided_upsample, resize
+from .templates import DistillSettings, GeneratorSettings, LayerSpec
 
 
 @dataclass
@@ -114,15 +114,19 @@ def distill(
     seed: int,
     mask: Tensor | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
+    shape: GeneratorSettings = GeneratorSettings(),
+    prior_size: tuple[int, int] | None = None,
 ) -> LayerGenerator:
-    """Train a fresh generator for `base` [1, 3, h, w] (the prior's working size) and return it.
+    """Train a fresh generator of `shape` for `base` [1, 3, h, w] (the generator's working size) and return it.
 
-    Every CHECK_EVERY steps the loss and weights are checked for NaN/Inf; on divergence the generator goes
-    back to the last good check and carries on at half the learning rate, at most MAX_RESTARTS times.
+    `prior_size`: the prior's working size when it differs from the generator's; the composite is resized
+    to it (area when shrinking) before the SDS loss. Every CHECK_EVERY steps the loss and weights are
+    checked for NaN/Inf; on divergence the generator goes back to the last good check and carries on at half
+    the learning rate, at most MAX_RESTARTS times.
     """
     device = base.device
     torch.manual_seed(seed)
-    generator = LayerGenerator(specs).to(device)
+    generator = LayerGenerator(specs, width=shape.width, levels=shape.levels).to(device)
     g_input = base
     if device.type == "cpu":  # oneDNN's convolutions are faster channels-last (benchmarks/RESULTS.md)
         generator = generator.to(memory_format=torch.channels_last)
@@ -131,12 +135,14 @@ def distill(
     learning_rate = settings.learning_rate
     optimiser = _adam(generator, learning_rate)
     t_range = (settings.t_min, settings.t_max)
-    good_step, good_weights, restarts = 0, _copy(generator), 0
+    good_step, good_weights, restarts = 0, copy_weights(generator), 0
     step = 0
     while step < settings.steps:
         step += 1
         outputs = generator(g_input)
         composite = compose(base, specs, outputs, mask)
+        if prior_size is not None:
+            composite = resize(composite, prior_size)
         sds = prior.sds_loss(
             composite, condition, guidance=settings.guidance, t_range=t_range, generator=noise, samples=settings.noise_samples
         )
@@ -146,8 +152,8 @@ def distill(
         loss.backward()
         optimiser.step()
         if step % CHECK_EVERY == 0 or step == settings.steps:
-            if _finite(loss, generator):
-                good_step, good_weights = step, _copy(generator)
+            if all_finite(loss, generator):
+                good_step, good_weights = step, copy_weights(generator)
             else:
                 restarts += 1
                 if restarts > MAX_RESTARTS:
@@ -172,10 +178,12 @@ def _adam(generator: LayerGenerator, learning_rate: float) -> torch.optim.Adam:
     return torch.optim.Adam(generator.parameters(), lr=learning_rate, fused=fused or None)
 
 
-def _copy(generator: LayerGenerator) -> dict[str, Tensor]:
+def copy_weights(generator: LayerGenerator) -> dict[str, Tensor]:
+    """A detached copy of the weights, to go back to after a divergence."""
     return {name: value.detach().clone() for name, value in generator.state_dict().items()}
 
 
-def _finite(loss: Tensor, generator: LayerGenerator) -> bool:
+def all_finite(loss: Tensor, generator: LayerGenerator) -> bool:
+    """Whether the loss and every weight are finite (one device sync for all of them)."""
     checks = [torch.isfinite(loss).all()] + [torch.isfinite(p).all() for p in generator.parameters()]
     return bool(torch.stack(checks).all())

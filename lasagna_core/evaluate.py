@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .priors import PriorSettings
 from .priors.base import Prior
 from .templates import DistillSettings, EditSpec
 
@@ -236,7 +237,7 @@ def pick_cases(examples: Sequence[Any], limit: int | None, seed: int = 0) -> lis
 def evaluate(
     data: Path,
     *,
-    model: str = "builtin",
+    prior_settings: PriorSettings = PriorSettings("builtin", device="cpu"),
     template: str = "shade",
     limit: int | None = None,
     split: str = "test",
@@ -246,7 +247,6 @@ def evaluate(
     direct_steps: int = 50,
     direct_guidance: float = 3.0,
     methods: Sequence[str] = METHODS,
-    device: str = "cpu",
     photos: Sequence[tuple[str, np.ndarray]] = (),
     pictures: Path | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
@@ -254,9 +254,9 @@ def evaluate(
     """Run the comparison on `data`'s `split` (tune settings on "val", report on "test"), and the direction
     check on `photos` with the same prior and settings; see the module doc for what is measured."""
     from .directions import image_plane_vector
+    from .edit import edit_settings
     from .errors import UsageError
-    from .pipeline import edit_settings
-    from .priors import load_prior
+    from .priors import families, family_for, load_prior
     from .resample import resize
     from .templates import load_template
     from .train import load_image, read_manifest
@@ -271,9 +271,11 @@ def evaluate(
     cases = pick_cases(examples, limit, seed)
     spec = load_template(template)
     settings = edit_settings(spec, steps, guidance)
-    prior = load_prior(model, device=device)
-    if "direct" in methods and not hasattr(prior, "sample"):
-        raise UsageError(f"the direct-generation baseline samples the prior, which '{model}' can't do: only the built-in prior can (pass --no-direct)")
+    model = prior_settings.model or spec.model
+    if "direct" in methods and not family_for(model).prior.capabilities.samples:  # before the model loads
+        able = " or ".join(f"the {f.title}" for f in families() if f.prior.capabilities.samples) or "no registered"
+        raise UsageError(f"the direct-generation baseline samples the prior, which '{model}' can't do: only {able} prior can (pass --no-direct)")
+    prior = load_prior(replace(prior_settings, model=model))
 
     loaded = []
     for ex in cases:
@@ -296,7 +298,7 @@ def evaluate(
                 bases = torch.stack([b for _, b, _, _ in chunk])
                 size = prior.working_size(bases.shape[-2], bases.shape[-1])
                 gen = torch.Generator().manual_seed(seed + i)
-                out = prior.sample(resize(bases, size), [ex.direction for ex, *_ in chunk], steps=direct_steps,
+                out = prior.sample(resize(bases, size), [ex.prompt for ex, *_ in chunk], steps=direct_steps,
                                    guidance=direct_guidance, generator=gen)
                 results += [o for o in resize(out, tuple(bases.shape[-2:]))]
             per = (time.perf_counter() - t0) / len(loaded)
@@ -355,18 +357,13 @@ def evaluate(
 
 
 def _lasagna(prior: Prior, spec: EditSpec, settings: DistillSettings, picture: np.ndarray, prompt: str, seed: int) -> np.ndarray:
-    """What `lasagna shade` makes of `picture` ([3,H,W] in [0,1]): distilled at the prior's working size,
-    finished at full size and composed; as numpy on the CPU."""
-    from .distill import compose, distill, finished_layers
-    from .resample import resize
+    """What `lasagna shade` makes of `picture` ([3,H,W] in [0,1]): the same `Distillation`, composed at full
+    size; as numpy on the CPU."""
+    from .edit import Distillation
 
     full = torch.from_numpy(np.ascontiguousarray(picture, dtype=np.float32))[None].to(prior.device)
-    low = resize(full, prior.working_size(full.shape[-2], full.shape[-1]))
-    cond = prior.condition(spec.render_prompt(prompt), low, spec.negative_prompt)
-    generator = distill(low, spec.layers, prior, cond, settings, seed=seed)
-    with torch.no_grad():
-        layers = finished_layers(generator(low), spec.layers, low, full)
-        return compose(full, spec.layers, layers)[0].clamp(0, 1).cpu().numpy()
+    run = Distillation(prior, spec, settings, full, prompt)
+    return run.composite(run.layers(seed))[0].cpu().numpy()
 
 
 def summarise(results: Sequence[CaseResult], methods: Sequence[str]) -> dict[str, dict[str, float | None]]:

@@ -13,6 +13,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def fit_size(height: int, width: int, long_side: int, multiple: int) -> tuple[int, int]:
+    """(height, width) with the input's aspect ratio, long side about `long_side`, sides multiples of `multiple`."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    scale = long_side / max(height, width)
+
+    def side(n: int) -> int:
+        return max(multiple, int(round(n * scale / multiple)) * multiple)
+
+    return side(height), side(width)
+
+
 def resize(image: Tensor, size: tuple[int, int]) -> Tensor:
     """Area-average when shrinking (no aliasing), bilinear when growing."""
     if tuple(image.shape[-2:]) == tuple(size):

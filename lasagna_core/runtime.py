@@ -1,26 +1,49 @@
 """Where and in what precision the prior runs: `--device` and `--precision` turned into torch objects.
 
 Both functions raise `UsageError` (a person's mistake, exit code 2) for a device that isn't there or a
-precision the device can't run, so the CLI can pass the option strings through unchanged.
+precision the device can't run, so the CLI can pass the option strings through unchanged. Torch is
+imported inside the functions: the CLI reads DEVICES and PRECISIONS from here at start-up.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from lasagna_core.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
+def quiet_model_libraries() -> None:
+    """diffusers and transformers print progress bars and advice on stderr, which belongs to the user.
+    The environment variables cover what they print while being imported, so this runs before that."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
 def _mps_available() -> bool:
+    import torch
+
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
 
 
 def resolve_device(name: str) -> torch.device:
     """`auto|cpu|cuda|mps` (also `cuda:N`) -> torch.device; auto picks cuda, then mps, then cpu."""
+    import torch
+
     key = name.strip().lower()
     if key == "auto":
         if torch.cuda.is_available():
@@ -60,6 +83,8 @@ def resolve_dtype(precision: str, device: torch.device | str) -> torch.dtype:
     fp16 on the CPU is refused rather than silently mapped: PyTorch's CPU kernels for half precision are
     slow or missing, so it would be slower than fp32 and no lighter on quality.
     """
+    import torch
+
     key = precision.strip().lower()
     dev = torch.device(device)
     if key == "auto":

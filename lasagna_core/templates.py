@@ -87,6 +87,25 @@ def _checked(name: str, value: Any, whole: bool, bounds: tuple[float, float, boo
 
 
 @dataclass(frozen=True)
+class GeneratorSettings:
+    """The layer generator's shape and where it works; a template's `[generator]` table.
+
+    width: channels of its first level (doubling per level); levels: resolutions it works at.
+    resolution: the long side of its working image; unset, the prior's working size. A larger one distils
+    at more detail than the prior sees: the composite is resized to the prior's size for the SDS loss.
+    """
+
+    width: int = field(default=32, metadata=_bounds(8))
+    levels: int = field(default=3, metadata=_bounds(1))
+    resolution: int | None = field(default=None, metadata=_bounds(8))
+
+    @property
+    def multiple(self) -> int:
+        """Working sides must be multiples of this: the generator halves `levels - 1` times (and needs 8)."""
+        return max(8, 2 ** (self.levels - 1))
+
+
+@dataclass(frozen=True)
 class EditSpec:
     name: str
     description: str
@@ -96,6 +115,7 @@ class EditSpec:
     layers: tuple[LayerSpec, ...]
     defaults: DistillSettings
     source: str  # where it was read from, for messages
+    generator: GeneratorSettings = GeneratorSettings()
 
     def render_prompt(self, text: str) -> str:
         return self.prompt.replace("{prompt}", text.strip())
@@ -168,6 +188,7 @@ def _build(data: dict[str, Any], source: str) -> EditSpec:
         layers=specs,
         defaults=_settings(defaults),
         source=source,
+        generator=_generator(data.get("generator", {})),
     )
 
 
@@ -213,9 +234,25 @@ def _required(table: dict[str, Any], key: str, where: str) -> Any:
     return table[key]
 
 
-def _settings(data: dict[str, Any]) -> DistillSettings:
-    known = [f.name for f in fields(DistillSettings)]
+def _known_keys(cls: type, data: dict[str, Any], table: str) -> list[str]:
+    """The fields of the settings dataclass `cls`; ValueError for a key of the TOML table that isn't one."""
+    known = [f.name for f in fields(cls)]
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ValueError(f"unknown [defaults] keys: {', '.join(unknown)} (known: {', '.join(known)})")
+        raise ValueError(f"unknown [{table}] keys: {', '.join(unknown)} (known: {', '.join(known)})")
+    return known
+
+
+def _generator(data: dict[str, Any]) -> GeneratorSettings:
+    _known_keys(GeneratorSettings, data, "generator")
+    bounds = {f.name: f.metadata["bounds"] for f in fields(GeneratorSettings)}
+    generator = GeneratorSettings(**{key: _checked(f"[generator] {key}", value, True, bounds[key]) for key, value in data.items()})
+    if generator.resolution is not None and generator.resolution < generator.multiple:
+        raise ValueError(f"[generator] resolution must be at least {generator.multiple} for {generator.levels} levels, "
+                         f"not {generator.resolution}")
+    return generator
+
+
+def _settings(data: dict[str, Any]) -> DistillSettings:
+    _known_keys(DistillSettings, data, "defaults")
     return settings_with(data, label=lambda key: f"[defaults] {key}")

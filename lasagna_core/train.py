@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import DocumentError, UsageError
+from .priors.schedule import NoiseSchedule
 from .synth.dataset import MANIFEST
 from .synth.dataset import read_manifest as read_records
 
@@ -400,10 +401,7 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    from diffusers import DDPMScheduler
-
-    scheduler = DDPMScheduler.from_config(sched_config)
-    alphas = scheduler.alphas_cumprod.float()
+    schedule = NoiseSchedule.from_config(sched_config)
     rng = torch.Generator().manual_seed(config.seed)
     init = None if start is None else builtin.sha256_of(start.weights)
     run = TrainingRun(out, {"unet": unet_config, "directions": directions, "size": config.size, "init": init},
@@ -413,7 +411,7 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
 
     n = train.bases.shape[0]
     fixed: dict[str, Tensor] | None = None
-    val_batch = _fixed_val_batch(val, alphas) if val is not None else None
+    val_batch = _fixed_val_batch(val, schedule) if val is not None else None
 
     def validate() -> None:
         if val_batch is not None:
@@ -425,14 +423,14 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
         if config.overfit_one_batch and fixed is not None:
             batch = fixed
         else:
-            batch = _builtin_batch(train, config, alphas, rng, n)
+            batch = _builtin_batch(train, config, schedule, rng, n)
             if config.overfit_one_batch:
                 fixed = batch
         lr = learning_rate_at(run.step, config.steps, config.learning_rate, config.warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr
         pred = model(batch["input"], batch["t"], class_labels=batch["classes"], return_dict=False)[0]
-        loss = F.mse_loss(pred, batch["noise"])
+        loss = F.mse_loss(pred, batch["target"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -497,7 +495,7 @@ def _initial_prior(model: str, size: int) -> _StartingPoint:
     return _StartingPoint(prior.unet, prior.directions, prior.scheduler_config, weights)
 
 
-def _builtin_batch(pairs: PairSet, config: BuiltinConfig, alphas: Tensor, rng: torch.Generator, n: int) -> dict[str, Tensor]:
+def _builtin_batch(pairs: PairSet, config: BuiltinConfig, schedule: NoiseSchedule, rng: torch.Generator, n: int) -> dict[str, Tensor]:
     idx = torch.randint(0, n, (config.batch_size,), generator=rng)
     base = pairs.bases[idx].float() / 127.5 - 1
     target = pairs.targets[idx].float() / 127.5 - 1
@@ -512,17 +510,17 @@ def _builtin_batch(pairs: PairSet, config: BuiltinConfig, alphas: Tensor, rng: t
     drop_base = torch.rand(config.batch_size, generator=rng) < config.dropout
     classes[drop_class | (classes < 0)] = null
     base[drop_base] = 0.0
-    t = torch.randint(0, alphas.shape[0], (config.batch_size,), generator=rng)
+    t = torch.randint(0, schedule.num_train_timesteps, (config.batch_size,), generator=rng)
     noise = torch.randn(target.shape, generator=rng)
-    a = alphas[t].view(-1, 1, 1, 1)
-    noisy = a.sqrt() * target + (1 - a).sqrt() * noise
-    return {"input": torch.cat([noisy, base], 1), "t": t, "classes": classes, "noise": noise}
+    noisy = schedule.add_noise(target, noise, t)
+    return {"input": torch.cat([noisy, base], 1), "t": t, "classes": classes,
+            "target": schedule.training_target(target, noise, t)}
 
 
-def _fixed_val_batch(val: PairSet, alphas: Tensor) -> dict[str, Tensor]:
+def _fixed_val_batch(val: PairSet, schedule: NoiseSchedule) -> dict[str, Tensor]:
     rng = torch.Generator().manual_seed(1234)
     cfg = BuiltinConfig(batch_size=val.bases.shape[0], dropout=0.0, flip=False)
-    return _builtin_batch(val, cfg, alphas, rng, val.bases.shape[0])
+    return _builtin_batch(val, cfg, schedule, rng, val.bases.shape[0])
 
 
 @torch.no_grad()
@@ -533,9 +531,9 @@ def _val_loss(model: Any, batch: dict[str, Tensor]) -> float:
     for i in range(0, batch["t"].shape[0], 64):
         sl = slice(i, i + 64)
         pred = model(batch["input"][sl], batch["t"][sl], class_labels=batch["classes"][sl], return_dict=False)[0]
-        losses.append(F.mse_loss(pred, batch["noise"][sl], reduction="sum"))
+        losses.append(F.mse_loss(pred, batch["target"][sl], reduction="sum"))
     model.train(was_training)
-    return float(torch.stack(losses).sum() / batch["noise"].numel())
+    return float(torch.stack(losses).sum() / batch["target"].numel())
 
 
 # ---------------------------------------------------------------------- a ControlNet adapter on Stable Diffusion
@@ -554,31 +552,27 @@ def train_controlnet(model: str, data: Path, out: Path, config: ControlNetConfig
     """Train a ControlNet (initialised from the SD U-Net, diffusers' `ControlNetModel.from_unet`) on the
     manifest's train split: base -> hint, prompt -> text, relit image -> denoising target. Only the ControlNet
     learns. Writes `out/` with `save_pretrained` (safetensors) and `out/loss.png`."""
-    from diffusers import ControlNetModel, DDPMScheduler
+    from diffusers import ControlNetModel
 
-    from .priors import _quiet_model_libraries
-    from .priors.stable_diffusion import _load_folder, resolve_model_folder
-    from .runtime import resolve_device
+    from .priors import sd_components
+    from .runtime import quiet_model_libraries, resolve_device
 
     out = Path(out).resolve()  # `--out .` and the full path name the same folder and the same checkpoint
     if out.exists() and not out.is_dir():  # checked before the model loads and the steps run, not when saving
         raise UsageError(f"{out}: --out must be a folder for the ControlNet, and this is a file")
-    _quiet_model_libraries()
+    quiet_model_libraries()
     started = time.perf_counter()
     device = resolve_device(config.device)
-    folder = resolve_model_folder(model)
-    parts = _load_folder(folder, dtype=torch.float32)
-    unet, vae, text_encoder, tokenizer = parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"]
+    folder = sd_components.resolve_model_folder(model)
+    parts = sd_components.load_components(folder, dtype=torch.float32)
+    unet, vae, text_encoder, tokenizer = parts.unet, parts.vae, parts.text_encoder, parts.tokenizer
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False).eval().to(device)
-    scheduler = DDPMScheduler.from_config(parts["scheduler_config"])
-    prediction = scheduler.config.prediction_type
+    schedule = NoiseSchedule.from_config(parts.scheduler_config, device)
+    prediction = schedule.prediction_type
     if prediction not in ("epsilon", "v_prediction"):
         raise UsageError(f"can't train a ControlNet for a '{prediction}' model")
-    alphas = scheduler.alphas_cumprod.float().to(device)
-    vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
-    sample = unet.config.sample_size
-    size = int(max(sample) if isinstance(sample, (list, tuple)) else sample) * vae_scale
+    size = sd_components.working_resolution(unet, vae)
 
     examples = read_manifest(data, "train")
     if not examples:
@@ -599,8 +593,7 @@ def train_controlnet(model: str, data: Path, out: Path, config: ControlNetConfig
     @torch.no_grad()
     def embed(prompts: list[str]) -> Tensor:
         for p in set(prompts) - set(text_cache):
-            ids = tokenizer([p], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-            text_cache[p] = text_encoder(ids.to(device))[0][0]
+            text_cache[p] = sd_components.encode_text(tokenizer, text_encoder, [p])[0]
         return torch.stack([text_cache[p] for p in prompts])
 
     @torch.no_grad()
@@ -609,17 +602,13 @@ def train_controlnet(model: str, data: Path, out: Path, config: ControlNetConfig
         chosen = [examples[i] for i in idx]
         hint = torch.stack([load_image(e.input, size) for e in chosen]).to(device)
         target = torch.stack([load_image(e.target, size) for e in chosen]).to(device)
-        latents = vae.encode(target * 2 - 1).latent_dist.mean
-        shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
-        latents = (latents - shift) * float(vae.config.scaling_factor)
+        latents = sd_components.encode_latents(vae, target * 2 - 1)
         drop = (torch.rand(len(chosen), generator=rng) < config.prompt_dropout).tolist()
         prompts = ["" if d else e.prompt for d, e in zip(drop, chosen)]
-        t = torch.randint(0, alphas.shape[0], (len(chosen),), generator=rng).to(device)
+        t = torch.randint(0, schedule.num_train_timesteps, (len(chosen),), generator=rng).to(device)
         noise = torch.randn(latents.shape, generator=rng).to(device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-        goal = noise if prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * latents
-        return {"noisy": noisy, "t": t, "text": embed(prompts), "hint": hint, "goal": goal}
+        return {"noisy": schedule.add_noise(latents, noise, t), "t": t, "text": embed(prompts), "hint": hint,
+                "goal": schedule.training_target(latents, noise, t)}
 
     fixed = None
     while not run.finished:

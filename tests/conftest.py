@@ -42,3 +42,12 @@ def gradient_rgb(height: int = 24, width: int = 32, seed: int = 0) -> np.ndarray
 
 def to_uint8(array: np.ndarray) -> np.ndarray:
     return np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
+
+
+def edit_job(input: Path, prompt: str, *, model: str | None = None, device: str = "auto", output: Path | None = None,
+             seed: int = 0, **config: object) -> object:
+    """An `EditJob` the way `lasagna shade` builds one: `config` are EditConfig fields (template, layer, steps...)."""
+    from lasagna_core.edit import EditConfig, EditJob
+    from lasagna_core.priors import PriorSettings
+
+    return EditJob(input, prompt, EditConfig(prior=PriorSettings(model, device), **config), output=output, seed=seed)

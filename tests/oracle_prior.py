@@ -11,26 +11,26 @@ import torch
 from torch import Tensor
 
 from lasagna_core.priors.base import Condition, Prior
+from lasagna_core.priors.schedule import NoiseSchedule
 
 
 class OraclePrior(Prior):
     multiple, resolution = 8, 128
     device, dtype = torch.device("cpu"), torch.float32
-    num_train_timesteps = 1000
 
     def __init__(self, target: Tensor | None = None, resolution: int = 128):
         self.target = target  # [1, 3, h, w] in [0, 1] at the working size; may be set after construction
         self.resolution = resolution
-        self.alphas_cumprod = torch.linspace(0.9999, 0.01, self.num_train_timesteps)
+        self.schedule = NoiseSchedule(torch.linspace(0.9999, 0.01, 1000))
 
     def condition(self, prompt: str, base: Tensor, negative_prompt: str = "") -> Condition:
-        return Condition(prompt, negative_prompt, torch.zeros(2, 1, 1))
+        return Condition(prompt, negative_prompt)
 
     def encode(self, image: Tensor) -> Tensor:
         return image * 2 - 1
 
     def predict_noise(self, noisy: Tensor, t: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
         assert self.target is not None, "set the oracle's target first"
-        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        alpha_bar = self.schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
         eps = (noisy - alpha_bar**0.5 * (self.target * 2 - 1)) / (1 - alpha_bar) ** 0.5
         return eps, eps

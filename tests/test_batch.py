@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from lasagna_cli.app import app
 from lasagna_core.batch import BatchOptions, EditConfig, discover, output_complete, parse_shard, plan, read_prompts, shard_of
 from lasagna_core.errors import UsageError
+from lasagna_core.priors import PriorSettings
 from tests.conftest import REPO, gradient_rgb, to_uint8
 from tests.tiny_sd import make_tiny_sd
 
@@ -67,10 +68,12 @@ def assert_clean(out: Path) -> None:
 
 
 def options(source: Path | str, out: Path, **kw) -> BatchOptions:
-    """BatchOptions with the shade template; keyword arguments go to EditConfig when they name one of its fields."""
+    """BatchOptions with the shade template; keyword arguments go to EditConfig when they name one of its fields,
+    `model` to its prior settings."""
     kw.setdefault("prompt", "light from the left")
     edit = {k: kw.pop(k) for k in list(kw) if k in EditConfig.__dataclass_fields__}
-    return BatchOptions(inputs=str(source), out=out, edit=EditConfig(**edit), **kw)
+    prior = PriorSettings(kw.pop("model", None))
+    return BatchOptions(inputs=str(source), out=out, edit=EditConfig(prior=prior, **edit), **kw)
 
 
 # ------------------------------------------------------------------------------------------ inputs and outputs
@@ -291,9 +294,9 @@ def test_fail_fast_stops_at_the_first_failure(tiny_model: Path, tmp_path: Path) 
 
 def test_nan_during_optimisation_fails_that_file_only(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A prior that turns NaN for one prompt: that file fails with the engine's DistillationError, no PSD of NaN."""
-    import lasagna_core.pipeline as pipeline
+    import lasagna_core.edit as edit_flow
 
-    real_load = pipeline.load_prior
+    real_load = edit_flow.load_prior
 
     def load_prior(*args, **kwargs):
         prior = real_load(*args, **kwargs)
@@ -306,7 +309,7 @@ def test_nan_during_optimisation_fails_that_file_only(tiny_model: Path, tmp_path
         prior.sds_loss = poisoned
         return prior
 
-    monkeypatch.setattr(pipeline, "load_prior", load_prior)
+    monkeypatch.setattr(edit_flow, "load_prior", load_prior)
     src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "log.jsonl"
     for name in ["a.png", "b.png", "c.png"]:
         picture(src / name)
@@ -623,10 +626,10 @@ def test_workers_count_their_model_loads_and_stop_when_the_run_is_killed(tiny_mo
     hooks.mkdir()
     markers.mkdir()
     (hooks / "sitecustomize.py").write_text(  # in every process: a marker file once the model is loaded
-        "import os, pathlib\nimport lasagna_core.pipeline as pipeline\nreal = pipeline.load_prior_for\n"
-        "def load_prior_for(*args, **kwargs):\n    prior = real(*args, **kwargs)\n"
+        "import os, pathlib\nimport lasagna_core.edit as edit_flow\nreal = edit_flow.load_edit_prior\n"
+        "def load_edit_prior(*args, **kwargs):\n    prior = real(*args, **kwargs)\n"
         f"    pathlib.Path({str(markers)!r}, str(os.getpid())).touch()\n    return prior\n"
-        "pipeline.load_prior_for = load_prior_for\n"
+        "edit_flow.load_edit_prior = load_edit_prior\n"
     )
     src, out = tmp_path / "in", tmp_path / "out"
     for i in range(4):

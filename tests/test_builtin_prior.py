@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lasagna_core.errors import ModelError, UsageError
-from lasagna_core.priors import load_prior
+from lasagna_core.priors import PriorSettings, load_prior
 from lasagna_core.priors import builtin
 from lasagna_core.priors.builtin import BuiltinPrior, save_weights
 from tests.relight_data import tiny_unet
@@ -33,7 +33,7 @@ def weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def prior(weights) -> BuiltinPrior:
-    p = load_prior(str(weights), device="cpu")
+    p = load_prior(PriorSettings(str(weights), device="cpu"))
     assert isinstance(p, BuiltinPrior)
     return p
 
@@ -41,7 +41,8 @@ def prior(weights) -> BuiltinPrior:
 def test_round_trip_keeps_weights_directions_and_checksum(weights, prior, tmp_path):
     assert weights.with_name(weights.name + ".sha256").read_text().split()[0] == builtin.sha256_of(weights)
     assert prior.directions == DIRS and prior.null_class == len(DIRS) and prior.resolution == SIZE
-    again = prior.save(tmp_path / "again.safetensors")
+    again = save_weights(prior.unet, tmp_path / "again.safetensors", directions=prior.directions,
+                         scheduler_config=prior.scheduler_config, training=prior.training)
     other = BuiltinPrior.load(str(again))
     for (k, a), (_, b) in zip(prior.unet.state_dict().items(), other.unet.state_dict().items()):
         assert torch.equal(a, b), k
@@ -56,7 +57,7 @@ def test_damaged_file_is_refused_with_one_line(weights, tmp_path):
     bad.write_bytes(bytes(data))
     (tmp_path / "bad.safetensors.sha256").write_text(weights.with_name(weights.name + ".sha256").read_text())
     with pytest.raises(ModelError) as e:
-        load_prior(str(bad), device="cpu")
+        load_prior(PriorSettings(str(bad), device="cpu"))
     assert "damaged" in _one_line(e) and "SHA-256" in str(e.value)
 
 
@@ -73,13 +74,13 @@ def test_shipped_weights_need_their_checksum(monkeypatch, weights, tmp_path):
     copy.write_bytes(weights.read_bytes())
     monkeypatch.setattr(builtin, "shipped_weights", lambda: copy)
     with pytest.raises(ModelError) as e:
-        load_prior("builtin", device="cpu")
+        load_prior(PriorSettings("builtin", device="cpu"))
     assert "SHA-256" in _one_line(e)
     builtin.write_sha256(copy)
-    assert isinstance(load_prior("builtin", device="cpu"), BuiltinPrior)
+    assert isinstance(load_prior(PriorSettings("builtin", device="cpu")), BuiltinPrior)
     copy.write_bytes(copy.read_bytes()[:-1] + b"\x00")
     with pytest.raises(ModelError) as e:
-        load_prior("builtin", device="cpu")
+        load_prior(PriorSettings("builtin", device="cpu"))
     assert "damaged" in _one_line(e) and "reinstall" in str(e.value)
 
 
@@ -89,8 +90,8 @@ def test_shipped_weights_need_their_checksum(monkeypatch, weights, tmp_path):
 )
 def test_condition_parses_the_prompt(prior, prompt, direction):
     cond = prior.condition(prompt, torch.rand(1, 3, SIZE, SIZE))
-    assert cond.embeddings.tolist() == [prior.null_class, DIRS.index(direction)]
-    assert cond.hint is not None and cond.hint.shape == (1, 3, SIZE, SIZE)
+    assert cond.classes.tolist() == [prior.null_class, DIRS.index(direction)]
+    assert cond.base.shape == (1, 3, SIZE, SIZE)
 
 
 def test_unparseable_or_untrained_prompt_gives_one_line(prior):
@@ -128,8 +129,8 @@ def test_direct_sampling_gives_images(prior):
 
 
 def test_controlnet_with_builtin_is_refused(weights):
-    with pytest.raises(ModelError):
-        load_prior(str(weights), controlnet="somewhere", device="cpu")
+    with pytest.raises(ModelError, match="--controlnet needs a Stable Diffusion model; the built-in prior has no such option"):
+        load_prior(PriorSettings(str(weights), device="cpu", options={"controlnet": "somewhere"}))
 
 
 def test_shade_command_runs_with_a_builtin_model_file(weights, tmp_path):
@@ -154,7 +155,7 @@ def test_shade_command_runs_with_a_builtin_model_file(weights, tmp_path):
 def test_shipped_weights_load_and_are_the_shade_default():
     from lasagna_core.templates import load_template
 
-    prior = load_prior("builtin", device="cpu")
+    prior = load_prior(PriorSettings("builtin", device="cpu"))
     assert isinstance(prior, BuiltinPrior) and prior.resolution == 32
     assert set(prior.directions) == {"left", "right", "top", "bottom", "top-left", "top-right", "bottom-left",
                                      "bottom-right", "front", "back"}
@@ -189,7 +190,7 @@ def test_shipped_prior_samples_keep_the_scene_and_light_it_from_the_asked_side()
 
     asked = {"left": (-1.0, 0.0), "top-right": (0.7071, 0.7071)}
     rendered = _unseen_scene(32, list(asked))
-    prior = load_prior("builtin", device="cpu")
+    prior = load_prior(PriorSettings("builtin", device="cpu"))
     base = torch.from_numpy(rendered.base).permute(2, 0, 1)[None]
     drift, gain, r = [], [], []
     for seed in range(3):

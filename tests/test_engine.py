@@ -19,11 +19,11 @@ from lasagna_core.distill import compose, distill, neutral_distance
 from lasagna_core.document import read_layer_tree
 from lasagna_core.errors import UsageError
 from lasagna_core.generator import START_MARGIN, LayerGenerator
-from lasagna_core.pipeline import EditRequest, run_edit
+from lasagna_core.edit import run_edit
 from lasagna_core.priors.base import Condition
 from lasagna_core.resample import guided_upsample, resize
 from lasagna_core.templates import DistillSettings, load_template, parse_template
-from tests.conftest import EXAMPLE_PSD, gradient_rgb, to_uint8
+from tests.conftest import EXAMPLE_PSD, edit_job, gradient_rgb, to_uint8
 from tests.oracle_prior import OraclePrior
 from tests.tiny_sd import make_tiny_sd
 
@@ -114,7 +114,7 @@ def test_loop_trains_the_generator_towards_what_the_prior_wants() -> None:
     target = base * torch.linspace(0.3, 1.0, 32).view(1, 1, 1, 32)  # darker on the left
     losses: list[float] = []
     settings = DistillSettings(steps=60, learning_rate=1e-2, neutral_weight=1e-4, noise_samples=1, t_min=0.5, t_max=0.5)
-    generator = distill(base, spec.layers, OraclePrior(target), Condition("", "", torch.zeros(1)), settings,
+    generator = distill(base, spec.layers, OraclePrior(target), Condition("", ""), settings,
                         seed=0, on_step=lambda info: losses.append(float(info.sds)))
     assert losses[-1] < 0.2 * losses[0]
     shadows = generator(base)[0].color[0, 0].detach()
@@ -123,9 +123,9 @@ def test_loop_trains_the_generator_towards_what_the_prior_wants() -> None:
 
 def test_sds_loss_falls_with_fixed_noise(tiny_model: Path) -> None:
     """With t and noise fixed, the tiny SD prior's SDS residual on the composite gets smaller as G trains."""
-    from lasagna_core.priors import load_prior
+    from lasagna_core.priors import PriorSettings, load_prior
 
-    prior = load_prior(str(tiny_model), device="cpu")
+    prior = load_prior(PriorSettings(str(tiny_model), device="cpu"))
     spec = load_template("shade")
     base = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     cond = prior.condition("light from the left", base)
@@ -163,7 +163,7 @@ def test_divergence_rolls_back_and_halves_the_learning_rate() -> None:
     base = torch.rand(1, 3, 16, 16)
     prior = _FlakyPrior(base * 0.5, bad={30})
     steps_seen: list[int] = []
-    generator = distill(base, spec.layers, prior, Condition("", "", torch.zeros(1)),
+    generator = distill(base, spec.layers, prior, Condition("", ""),
                         DistillSettings(steps=60, noise_samples=1), seed=0, on_step=lambda i: steps_seen.append(i.step))
     assert all(torch.isfinite(p).all() for p in generator.parameters())
     assert steps_seen[-1] == 60 and steps_seen.count(26) == 2  # steps 26..50 were redone after the NaN at 30
@@ -176,7 +176,7 @@ def test_endless_divergence_fails_cleanly() -> None:
     spec = load_template("shade")
     base = torch.rand(1, 3, 16, 16)
     with pytest.raises(DistillationError, match="diverged"):
-        distill(base, spec.layers, _FlakyPrior(base), Condition("", "", torch.zeros(1)),
+        distill(base, spec.layers, _FlakyPrior(base), Condition("", ""),
                 DistillSettings(steps=30, noise_samples=1), seed=0)
 
 
@@ -245,7 +245,7 @@ def test_colorize_multiply_template(tiny_model: Path, picture: Path, tmp_path: P
 def test_same_seed_same_layer(tiny_model: Path, picture: Path, tmp_path: Path) -> None:
     def layers(seed: int, name: str) -> list[np.ndarray]:
         # guidance strong enough for the tiny model's layers to leave the neutral dead zone in 4 steps
-        request = EditRequest(picture, "light from the top", model=str(tiny_model), steps=4, guidance=100.0, seed=seed,
+        request = edit_job(picture, "light from the top", model=str(tiny_model), steps=4, guidance=100.0, seed=seed,
                               output=tmp_path / name, device="cpu")
         run_edit(request)
         return [l.numpy() for l in list(PSDImage.open(tmp_path / name))[1:]]
@@ -258,7 +258,7 @@ def test_same_seed_same_layer(tiny_model: Path, picture: Path, tmp_path: Path) -
 
 def test_variations_are_hidden_alternatives(tiny_model: Path, picture: Path, tmp_path: Path) -> None:
     out = tmp_path / "v.psd"
-    run_edit(EditRequest(picture, "light from the top", model=str(tiny_model), steps=2, variations=2, output=out))
+    run_edit(edit_job(picture, "light from the top", model=str(tiny_model), steps=2, variations=2, output=out))
     assert [(l.name, l.visible) for l in PSDImage.open(out)] == [
         ("Background", True), ("Shadows", True), ("Light", True), ("Shadows v2", False), ("Light v2", False)
     ]
@@ -270,7 +270,7 @@ def test_transparent_base_confines_the_layer(tiny_model: Path, tmp_path: Path) -
     alpha[8:40, 16:48] = 255
     Image.fromarray(np.dstack([pixels, alpha]), "RGBA").save(tmp_path / "cut.png")
     out = tmp_path / "cut.psd"
-    run_edit(EditRequest(tmp_path / "cut.png", "light from the left", model=str(tiny_model), steps=3, output=out))
+    run_edit(edit_job(tmp_path / "cut.png", "light from the left", model=str(tiny_model), steps=3, output=out))
     shadows, light = [l.numpy()[..., 0] for l in list(PSDImage.open(out))[1:]]
     outside = alpha == 0
     assert np.all(shadows[outside] == 1.0) and np.all(light[outside] == 0.0)
@@ -278,7 +278,7 @@ def test_transparent_base_confines_the_layer(tiny_model: Path, tmp_path: Path) -
 
 def test_layer_base_gets_clipped_layers_neutral_outside(tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "clip.psd"
-    run_edit(EditRequest(EXAMPLE_PSD, "light from the left", layer="Orange", model=str(tiny_model), steps=3, output=out))
+    run_edit(edit_job(EXAMPLE_PSD, "light from the left", layer="Orange", model=str(tiny_model), steps=3, output=out))
     psd = PSDImage.open(out)
     objects = [l for l in psd if l.name == "Objects"][0]
     assert [(l.name, l.clipping) for l in objects] == [

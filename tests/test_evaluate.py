@@ -26,7 +26,7 @@ from lasagna_core.evaluate import (
     write_report,
 )
 from lasagna_core.errors import UsageError
-from lasagna_core.priors import builtin
+from lasagna_core.priors import PriorSettings, builtin
 from tests.relight_data import make_manifest, tiny_unet
 
 
@@ -81,7 +81,7 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_eval_runner_reports_every_method(setup, tmp_path):
     data, weights = setup
-    report = evaluate(data, model=str(weights), limit=3, steps=3, direct_steps=2, pictures=tmp_path / "pics")
+    report = evaluate(data, prior_settings=PriorSettings(str(weights), device="cpu"), limit=3, steps=3, direct_steps=2, pictures=tmp_path / "pics")
     assert report.cases == 3 and set(report.summary) == {"base", "lasagna", "direct", "ground truth"}
     assert report.summary["base"]["chroma_drift"] == 0.0 and report.summary["base"]["direction_accuracy"] is None
     assert report.summary["ground truth"]["direction_accuracy"] == 1.0  # the metric agrees with the renders
@@ -132,7 +132,7 @@ def test_photos_use_the_same_prior_and_settings(tmp_path):
                                    scheduler_config=builtin.default_scheduler_config())
     rng = np.random.default_rng(0)
     photo = rng.uniform(0.2, 0.8, size=(3, 24, 40)).astype(np.float32)
-    report = evaluate(data, model=str(weights), limit=1, steps=2, methods=("base", "lasagna"), photos=[("noise", photo)],
+    report = evaluate(data, prior_settings=PriorSettings(str(weights), device="cpu"), limit=1, steps=2, methods=("base", "lasagna"), photos=[("noise", photo)],
                       pictures=tmp_path / "pics")
     rows = report.photos["rows"]
     assert report.photos["cases"] == 4 and [r["direction"] for r in rows] == ["left", "right", "top", "bottom"]
@@ -156,8 +156,8 @@ def test_direct_baseline_needs_a_prior_that_samples(tmp_path):
     data = make_manifest(tmp_path / "data", scenes=1, size=16, directions=("left",))
     model = make_tiny_sd(tmp_path / "sd")
     with pytest.raises(UsageError, match="only the built-in prior can"):
-        evaluate(data, model=str(model))
-    report = evaluate(data, model=str(model), steps=1, methods=("base", "lasagna"))
+        evaluate(data, prior_settings=PriorSettings(str(model), device="cpu"))
+    report = evaluate(data, prior_settings=PriorSettings(str(model), device="cpu"), steps=1, methods=("base", "lasagna"))
     assert report.cases == 1 and "direct" not in report.summary
     refused = CliRunner().invoke(app, ["eval", "--data", str(data), "--model", str(model), "--steps", "1"])
     assert refused.exit_code == 2 and "--no-direct" in refused.stderr and "Traceback" not in refused.output

@@ -14,8 +14,8 @@ from psd_tools import PSDImage
 from lasagna_core.document import load
 from lasagna_core.writing import save_psd
 from lasagna_core.layers import BlendMode, PixelNode
-from lasagna_core.pipeline import EditRequest, run_edit
-from tests.conftest import EXAMPLE_PSD, photoshop
+from lasagna_core.edit import run_edit
+from tests.conftest import EXAMPLE_PSD, edit_job, photoshop
 from tests.gimp import gimp_open_many, read_png
 from tests.tiny_sd import make_tiny_sd
 
@@ -62,9 +62,9 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Opened]:
     docs["unicode-names"] = save_psd(cyrillic, [PixelNode("Тени", np.full((1, 55, 101), 0.5, np.float32), None,
                                                           blend_mode=BlendMode.MULTIPLY)], folder / "unicode.psd")
     model = make_tiny_sd(folder / "tiny-sd")
-    run_edit(EditRequest(EXAMPLE_PSD, "light from the left", model=str(model), steps=5, output=folder / "shade.psd"))
-    run_edit(EditRequest(EXAMPLE_PSD, "paint it", template="colorize", model=str(model), steps=5, output=folder / "colorize.psd"))
-    run_edit(EditRequest(EXAMPLE_PSD, "light from the left", layer="Orange", model=str(model), steps=5,
+    run_edit(edit_job(EXAMPLE_PSD, "light from the left", model=str(model), steps=5, output=folder / "shade.psd"))
+    run_edit(edit_job(EXAMPLE_PSD, "paint it", template="colorize", model=str(model), steps=5, output=folder / "colorize.psd"))
+    run_edit(edit_job(EXAMPLE_PSD, "light from the left", layer="Orange", model=str(model), steps=5,
                          output=folder / "clipped.psd"))
     docs.update(shade=folder / "shade.psd", colorize=folder / "colorize.psd", clipped=folder / "clipped.psd")
     pngs = {name: folder / f"{name}-gimp.png" for name in docs}

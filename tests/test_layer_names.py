@@ -11,7 +11,7 @@ from psd_tools import PSDImage
 from typer.testing import CliRunner
 
 from lasagna_cli.app import app
-from lasagna_core.pipeline import layer_names
+from lasagna_core.edit import layer_names
 from lasagna_core.templates import load_template
 from tests.conftest import gradient_rgb, to_uint8
 

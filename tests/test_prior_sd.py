@@ -5,6 +5,7 @@ CPU only, no network: hub ids are looked up in a fake, empty or hand-made HF cac
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,9 +13,9 @@ import pytest
 import torch
 
 from lasagna_core.errors import ModelError, UsageError
-from lasagna_core.priors import Prior, load_prior, pull_model, sds_gradient
+from lasagna_core.priors import Prior, PriorSettings, load_prior, pull_model, sds_gradient
 from lasagna_core.priors.base import Condition, sds_surrogate_loss
-from lasagna_core.priors.stable_diffusion import sample_to_epsilon, v_to_epsilon
+from lasagna_core.priors.schedule import NoiseSchedule
 from lasagna_core.runtime import resolve_device, resolve_dtype
 from tests.tiny_sd import TINY_MULTIPLE, TINY_RESOLUTION, make_tiny_sd, make_tiny_single_file
 
@@ -31,12 +32,12 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def prior(models) -> Prior:
-    return load_prior(str(models["sd"]), device="cpu")
+    return load_prior(PriorSettings(str(models["sd"]), device="cpu"))
 
 
 @pytest.fixture(scope="module")
 def cn_prior(models) -> Prior:
-    return load_prior(str(models["sd"]), controlnet=str(models["controlnet"]), device="cpu")
+    return load_prior(PriorSettings(str(models["sd"]), device="cpu", options={"controlnet": str(models["controlnet"])}))
 
 
 @pytest.fixture
@@ -89,14 +90,18 @@ def test_surrogate_loss_gradient_is_batch_mean_of_grad():
     assert torch.allclose(latents.grad, grad / 4)
 
 
-def test_prediction_conversions_recover_epsilon():
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_prediction_conversions_recover_epsilon(prediction):
+    """The schedule's training target, read back through to_epsilon, is the noise that was added."""
     g = torch.Generator().manual_seed(0)
     x0, eps = torch.randn(3, 4, 2, 2, generator=g), torch.randn(3, 4, 2, 2, generator=g)
-    a = torch.tensor([0.9, 0.5, 0.01]).view(3, 1, 1, 1)
-    noisy = a.sqrt() * x0 + (1 - a).sqrt() * eps
-    v = a.sqrt() * eps - (1 - a).sqrt() * x0
-    assert torch.allclose(v_to_epsilon(v, noisy, a), eps, atol=1e-5)
-    assert torch.allclose(sample_to_epsilon(x0, noisy, a), eps, atol=1e-4)
+    schedule = NoiseSchedule(torch.tensor([0.9, 0.5, 0.01]), prediction)
+    t = torch.tensor([0, 1, 2])
+    a = schedule.alphas_cumprod.view(3, 1, 1, 1)
+    noisy = schedule.add_noise(x0, eps, t)
+    assert torch.allclose(noisy, a.sqrt() * x0 + (1 - a).sqrt() * eps)
+    target = schedule.training_target(x0, eps, t)
+    assert torch.allclose(schedule.to_epsilon(target, noisy, t), eps, atol=1e-4)
 
 
 # ------------------------------------------------------------------ (2) frozen prior, gradient into the image
@@ -180,7 +185,7 @@ def test_controlnet_changes_eps_and_follows_the_base(prior, cn_prior):
 
 
 def test_v_prediction_model(models):
-    p = load_prior(str(models["sd_v"]), device="cpu")
+    p = load_prior(PriorSettings(str(models["sd_v"]), device="cpu"))
     assert p.prediction_type == "v_prediction"
     cond = p.condition("a photo", _image())
     image = _image(2).requires_grad_(True)
@@ -194,7 +199,7 @@ def test_v_prediction_model(models):
 
 def test_missing_folder(tmp_path):
     with pytest.raises(ModelError) as e:
-        load_prior(str(tmp_path / "nope"), device="cpu")
+        load_prior(PriorSettings(str(tmp_path / "nope"), device="cpu"))
     assert "does not exist" in _one_line(e)
 
 
@@ -202,7 +207,7 @@ def test_folder_missing_unet_weights(models, tmp_path):
     broken = shutil.copytree(models["sd"], tmp_path / "sd")
     (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(ModelError) as e:
-        load_prior(str(broken), device="cpu")
+        load_prior(PriorSettings(str(broken), device="cpu"))
     assert str(Path("unet") / "diffusion_pytorch_model.safetensors") in _one_line(e)
 
 
@@ -210,7 +215,7 @@ def test_folder_without_model_index(models, tmp_path):
     broken = shutil.copytree(models["sd"], tmp_path / "sd")
     (broken / "model_index.json").unlink()
     with pytest.raises(ModelError) as e:
-        load_prior(str(broken), device="cpu")
+        load_prior(PriorSettings(str(broken), device="cpu"))
     assert "model_index.json" in _one_line(e)
 
 
@@ -218,7 +223,7 @@ def test_pickle_only_weights_are_refused(tmp_path):
     folder = make_tiny_sd(tmp_path / "sd_bin", safe_serialization=False)
     assert (folder / "unet" / "diffusion_pytorch_model.bin").is_file()
     with pytest.raises(ModelError) as e:
-        load_prior(str(folder), device="cpu")
+        load_prior(PriorSettings(str(folder), device="cpu"))
     text = _one_line(e)
     assert "pickle" in text and ".safetensors" in text
 
@@ -228,7 +233,7 @@ def test_corrupt_weights_are_a_model_error(models, tmp_path):
     weights = broken / "vae" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ModelError) as e:
-        load_prior(str(broken), device="cpu")
+        load_prior(PriorSettings(str(broken), device="cpu"))
     assert "vae" in _one_line(e)
 
 
@@ -236,12 +241,12 @@ def test_fp16_variant_only_folder_loads(models, tmp_path):
     folder = shutil.copytree(models["sd"], tmp_path / "sd")
     for weights in folder.glob("*/*.safetensors"):
         weights.rename(weights.with_name(weights.stem + ".fp16.safetensors"))
-    p = load_prior(str(folder), device="cpu")
+    p = load_prior(PriorSettings(str(folder), device="cpu"))
     assert torch.isfinite(_loss(p, p.condition("a photo", _image()), _image(2)))
 
 
 def test_bf16_on_cpu(models):
-    p = load_prior(str(models["sd"]), device="cpu", precision="bf16")
+    p = load_prior(PriorSettings(str(models["sd"]), device="cpu", precision="bf16"))
     assert p.dtype == torch.bfloat16 and p.unet.dtype == torch.bfloat16
     image = _image(2).requires_grad_(True)
     loss = _loss(p, p.condition("a photo", _image()), image)
@@ -254,13 +259,13 @@ def test_pickle_checkpoint_file_is_refused(tmp_path):
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(b"not really a pickle")
     with pytest.raises(ModelError) as e:
-        load_prior(str(ckpt), device="cpu")
+        load_prior(PriorSettings(str(ckpt), device="cpu"))
     assert "safetensors" in _one_line(e)
 
 
 def test_uncached_hub_id_offline(fake_hub_cache):
     with pytest.raises(ModelError) as e:
-        load_prior("lasagna-tests/not-cached", device="cpu")
+        load_prior(PriorSettings("lasagna-tests/not-cached", device="cpu"))
     text = _one_line(e)
     assert "lasagna models pull lasagna-tests/not-cached" in text and "local path" in text
 
@@ -270,7 +275,7 @@ def test_cached_hub_id_loads_from_the_cache(models, fake_hub_cache):
     shutil.copytree(models["sd"], repo / "snapshots" / "0123abc")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0123abc")
-    p = load_prior("lasagna-tests/tiny-sd", device="cpu")
+    p = load_prior(PriorSettings("lasagna-tests/tiny-sd", device="cpu"))
     assert p.resolution == SIZE
 
 
@@ -368,7 +373,7 @@ def test_bad_inputs_are_programming_errors(prior):
 
 def test_single_file_checkpoint_with_local_config(models, prior, tmp_path, fake_hub_cache):
     single = make_tiny_single_file(models["sd"], tmp_path / "tiny.safetensors")
-    p = load_prior(str(single), device="cpu", config=str(models["sd"]))
+    p = load_prior(PriorSettings(str(single), device="cpu", options={"model_config": str(models["sd"])}))
     for name in ("unet", "vae", "text_encoder"):
         ours, ref = getattr(p, name).state_dict(), getattr(prior, name).state_dict()
         assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref), name
@@ -379,6 +384,54 @@ def test_single_file_checkpoint_with_local_config(models, prior, tmp_path, fake_
 def test_single_file_without_cached_configs(models, tmp_path, fake_hub_cache):
     single = make_tiny_single_file(models["sd"], tmp_path / "tiny.safetensors")
     with pytest.raises(ModelError) as e:
-        load_prior(str(single), device="cpu")
+        load_prior(PriorSettings(str(single), device="cpu"))
     text = _one_line(e)
     assert "tiny.safetensors" in text and "lasagna models pull stable-diffusion-v1-5/stable-diffusion-v1-5" in text
+
+
+# ------------------------------------------------------------------ adapters that don't fit the model
+
+
+def test_controlnet_for_another_vae_is_refused_before_any_work(tmp_path):
+    """A new user's ControlNet: `ControlNetModel.from_unet(unet)` at diffusers' defaults (its hint embedding
+    shrinks 8x) over a model whose VAE downsamples by 2. One line, exit 1, before distillation (was exit 70,
+    'RuntimeError: The size of tensor a (8) must match ...')."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from lasagna_cli.app import app
+
+    model = make_tiny_sd(tmp_path / "sd-vae2", vae_blocks=2)
+    ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(model / "unet")).save_pretrained(tmp_path / "cn")
+    Image.new("RGB", (32, 32), (120, 80, 40)).save(tmp_path / "in.png")
+    out = tmp_path / "out.psd"
+    result = CliRunner().invoke(app, ["shade", str(tmp_path / "in.png"), "-p", "light", "-m", str(model), "--controlnet",
+                                      str(tmp_path / "cn"), "--steps", "1", "--device", "cpu", "-o", str(out)],
+                                env={"NO_COLOR": "1"})
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
+    assert "ControlNet shrinks its hint 8x" in lines[0] and "VAE downsamples by 2" in lines[0]
+    assert not out.exists()
+
+
+def test_model_config_flag_reaches_a_single_file_checkpoint(models, tmp_path, fake_hub_cache):
+    """--model-config names the architecture of a single-file checkpoint (no cached base repo needed); on a
+    folder it is refused in one line rather than ignored."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from lasagna_cli.app import app
+
+    single = make_tiny_single_file(models["sd"], tmp_path / "tiny.safetensors")
+    Image.new("RGB", (64, 64), (120, 80, 40)).save(tmp_path / "in.png")
+    out = tmp_path / "out.psd"
+    args = ["shade", str(tmp_path / "in.png"), "-p", "light", "--steps", "1", "--device", "cpu", "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "-m", str(single), "--model-config", str(models["sd"])], env={"NO_COLOR": "1"})
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(out.with_name(out.name + ".json").read_text())["prior_options"]["model_config"] == str(models["sd"])
+    refused = CliRunner().invoke(app, [*args, "-m", str(models["sd"]), "--model-config", str(models["sd"])],
+                                 env={"NO_COLOR": "1"})
+    assert refused.exit_code == 1 and refused.stderr.strip().splitlines() == [
+        f"error: --model-config is for a single-file checkpoint; '{models['sd']}' is not a file."]

@@ -19,7 +19,7 @@ import torch
 from benchmarks.baseline import baseline_distill, baseline_sds_loss
 from lasagna_core.distill import distill
 from lasagna_core.errors import ModelError
-from lasagna_core.priors import load_prior
+from lasagna_core.priors import PriorSettings, load_prior
 from lasagna_core.templates import load_template
 from tests.conftest import REPO
 from tests.tiny_sd import make_tiny_sd
@@ -52,7 +52,7 @@ def _current(prior, *args, **kwargs):
 def test_sds_loss_is_unchanged_by_the_speed_work(models: dict[str, Path], kind: str) -> None:
     """Noise tables once per prior, cached text/hint, inference_mode: the same numbers as before, exactly."""
     folder = models["v" if kind == "v" else "eps"]
-    prior = load_prior(str(folder), controlnet=str(models["cn"]) if "controlnet" in kind else None, device="cpu")
+    prior = load_prior(PriorSettings(str(folder), device="cpu", options={"controlnet": str(models["cn"]) if "controlnet" in kind else None}))
     image = _image()
     cond = prior.condition("light from the left", image)
     for _ in range(2):  # the second call goes through the cached condition inputs
@@ -63,7 +63,7 @@ def test_sds_loss_is_unchanged_by_the_speed_work(models: dict[str, Path], kind: 
 
 
 def test_cached_condition_inputs_follow_the_condition(models: dict[str, Path]) -> None:
-    prior = load_prior(str(models["eps"]), controlnet=str(models["cn"]), device="cpu")
+    prior = load_prior(PriorSettings(str(models["eps"]), device="cpu", options={"controlnet": str(models["cn"])}))
     image, other = _image(0), _image(1)
     a = prior.condition("light from the left", image)
     b = prior.condition("a dark night", other)
@@ -77,7 +77,7 @@ def test_cached_condition_inputs_follow_the_condition(models: dict[str, Path]) -
 def test_distill_with_levers_matches_the_old_loop(models: dict[str, Path]) -> None:
     """Fused Adam and a channels-last G change rounding only: same layers to a small tolerance, and the
     loop stays deterministic."""
-    prior = load_prior(str(models["eps"]), device="cpu")
+    prior = load_prior(PriorSettings(str(models["eps"]), device="cpu"))
     spec = load_template("shade")
     settings = replace(spec.defaults, steps=6, noise_samples=2)
     base = _image()
@@ -93,8 +93,8 @@ def test_distill_with_levers_matches_the_old_loop(models: dict[str, Path]) -> No
 
 
 def test_low_memory_gives_the_same_gradient(models: dict[str, Path]) -> None:
-    normal = load_prior(str(models["eps"]), controlnet=str(models["cn"]), device="cpu")
-    low = load_prior(str(models["eps"]), controlnet=str(models["cn"]), device="cpu", low_memory=True)
+    normal = load_prior(PriorSettings(str(models["eps"]), device="cpu", options={"controlnet": str(models["cn"])}))
+    low = load_prior(PriorSettings(str(models["eps"]), device="cpu", options={"controlnet": str(models["cn"]), "low_memory": True}))
     assert low.low_memory and low.vae.encoder.gradient_checkpointing
     assert low.text_encoder.device.type == "cpu" and low.text_encoder.dtype == torch.float32
     image = _image()
@@ -106,14 +106,14 @@ def test_low_memory_gives_the_same_gradient(models: dict[str, Path]) -> None:
 
 
 def test_fast_encoder_half_runs_and_keeps_the_latent_size(models: dict[str, Path]) -> None:
-    full = load_prior(str(models["eps"]), device="cpu")
-    half = load_prior(str(models["eps"]), device="cpu", fast_encoder="half")
+    full = load_prior(PriorSettings(str(models["eps"]), device="cpu"))
+    half = load_prior(PriorSettings(str(models["eps"]), device="cpu", options={"fast_encoder": "half"}))
     image = _image()
     assert half.encode(image).shape == full.encode(image).shape
     _, grad = _loss_and_grad(_current, half, image, half.condition("light", image))
     assert grad.shape == image.shape and torch.isfinite(grad).all() and grad.abs().sum() > 0
     with pytest.raises(ValueError):
-        load_prior(str(models["eps"]), device="cpu", fast_encoder="quarter")
+        load_prior(PriorSettings(str(models["eps"]), device="cpu", options={"fast_encoder": "quarter"}))
 
 
 def test_tiny_autoencoder_replaces_the_encoder(models: dict[str, Path], tmp_path: Path) -> None:
@@ -123,14 +123,14 @@ def test_tiny_autoencoder_replaces_the_encoder(models: dict[str, Path], tmp_path
     tiny = AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
                            num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1))
     tiny.save_pretrained(tmp_path / "taesd", safe_serialization=True)
-    prior = load_prior(str(models["eps"]), device="cpu", vae=str(tmp_path / "taesd"))
+    prior = load_prior(PriorSettings(str(models["eps"]), device="cpu", options={"vae": str(tmp_path / "taesd")}))
     image = _image()
     latents = prior.encode(image)
     assert latents.shape == (1, 4, 8, 8)
     _, grad = _loss_and_grad(_current, prior, image, prior.condition("light", image))
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     with pytest.raises(ModelError, match="tiny autoencoder"):
-        load_prior(str(models["eps"]), device="cpu", vae=str(models["eps"] / "vae"))
+        load_prior(PriorSettings(str(models["eps"]), device="cpu", options={"vae": str(models["eps"] / "vae")}))
 
 
 def test_cli_speed_options_reach_the_prior_and_the_sidecar(models: dict[str, Path], tmp_path: Path) -> None:
@@ -146,7 +146,9 @@ def test_cli_speed_options_reach_the_prior_and_the_sidecar(models: dict[str, Pat
                                 env={"NO_COLOR": "1"})
     assert result.exit_code == 0, result.stderr
     record = json.loads(out.with_name(out.name + ".json").read_text())
-    assert record["low_memory"] is True and record["fast_encoder"] == "half" and record["vae"] is None
+    assert record["prior"] == "stable-diffusion"
+    assert record["prior_options"] == {"controlnet": None, "model_config": None, "vae": None, "fast_encoder": "half",
+                                       "low_memory": True}
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["templates"], ["templates", "--json"]])

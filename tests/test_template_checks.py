@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from lasagna_cli.app import app
 from lasagna_core.errors import UsageError
-from lasagna_core.pipeline import edit_settings
+from lasagna_core.edit import edit_settings
 from lasagna_core.templates import load_template, parse_template
 from tests.conftest import gradient_rgb, to_uint8
 

@@ -137,9 +137,9 @@ def test_controlnet_loss_falls_on_a_fixed_batch_and_loads(data, tmp_path):
     losses = result.history["loss"]
     assert result.finished and (tmp_path / "cn" / "config.json").is_file()
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
-    from lasagna_core.priors import load_prior
+    from lasagna_core.priors import PriorSettings, load_prior
 
-    prior = load_prior(str(sd), controlnet=str(tmp_path / "cn"), device="cpu")
+    prior = load_prior(PriorSettings(str(sd), device="cpu", options={"controlnet": str(tmp_path / "cn")}))
     assert prior.controlnet is not None
 
 

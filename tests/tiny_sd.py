@@ -4,12 +4,14 @@ Import from test files as `from tests.tiny_sd import make_tiny_sd` (tests/ is a 
 
 API (stable; other test files depend on it):
 
-    make_tiny_sd(folder, *, controlnet_folder=None, prediction_type="epsilon", safe_serialization=True) -> Path
+    make_tiny_sd(folder, *, controlnet_folder=None, prediction_type="epsilon", safe_serialization=True,
+                 vae_blocks=4) -> Path
         Writes a StableDiffusionPipeline.save_pretrained folder (model_index.json, unet/, vae/,
         text_encoder/, tokenizer/, scheduler/) into `folder` and returns it; with `controlnet_folder`
         also writes a ControlNetModel (from_unet, zero-convs randomised so it changes the output).
         prediction_type: "epsilon" (SD 1.x-like, PNDM scheduler config) or "v_prediction" (SD 2.x-like,
         DDIM scheduler config). safe_serialization=False writes pickle .bin weights (for refusal tests).
+        vae_blocks: the VAE's depth; it downsamples by 2 ** (vae_blocks - 1) (8 by default, 2 with 2 blocks).
         The model: 64 px working resolution (U-Net sample_size 8 x VAE factor 8), sides multiples of 16,
         CLIP text encoder of width 32 with a byte-level BPE vocab of 514 tokens, max length 77.
         Deterministic (seeded without touching the caller's RNG state); about a second on a CPU.
@@ -58,7 +60,7 @@ def _write_tokenizer_files(folder: Path) -> tuple[Path, Path, int]:
     return vocab_file, merges_file, len(vocab)
 
 
-def _build(tmp: Path, prediction_type: str, with_controlnet: bool):
+def _build(tmp: Path, prediction_type: str, with_controlnet: bool, vae_blocks: int = 4):
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -78,9 +80,9 @@ def _build(tmp: Path, prediction_type: str, with_controlnet: bool):
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * vae_blocks,
+        up_block_types=("UpDecoderBlock2D",) * vae_blocks,
+        block_out_channels=(8, 16, 16, 16)[:vae_blocks],
         layers_per_block=1,
         norm_num_groups=8,
         latent_channels=4,
@@ -132,6 +134,7 @@ def make_tiny_sd(
     controlnet_folder: Path | None = None,
     prediction_type: str = "epsilon",
     safe_serialization: bool = True,
+    vae_blocks: int = 4,
 ) -> Path:
     """Write a tiny SD pipeline folder (and optionally a ControlNet folder); returns `folder`."""
     import tempfile
@@ -141,7 +144,7 @@ def make_tiny_sd(
     folder = Path(folder)
     with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as tmp:
         unet, vae, text_encoder, tokenizer, scheduler, controlnet = _build(
-            Path(tmp), prediction_type, controlnet_folder is not None
+            Path(tmp), prediction_type, controlnet_folder is not None, vae_blocks
         )
         pipe = StableDiffusionPipeline(
             vae=vae,

@@ -7,7 +7,7 @@ The runner behind `lasagna batch`, one module per concern:
 - `planning`: each input mapped to `OUT/<relative folder>/<stem>.psd` (never outside OUT, never onto an
   input), prompts attached, one shard kept
 - `outputs`: output naming, "complete" (PSD and sidecar both parse), and taking back an abandoned attempt
-- `work`: one file's edit (`pipeline.run_edit`), isolated: any failure becomes that file's record
+- `work`: one file's edit (`edit.run_edit`), isolated: any failure becomes that file's record
 - `local`: this process, or one worker process per `--devices` entry; `ray_runner`: Ray tasks
 - `signals`: SIGINT/SIGTERM as `Interrupted`; `results`: the records, the JSONL log, the counts
 - `run`: `run_batch`, from the options to the summary; `types`: the data all of them share

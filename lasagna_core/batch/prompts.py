@@ -101,20 +101,14 @@ def check_prompts(edit: EditConfig, prompt: str | None, entries: dict[str, Promp
     asked += [(f"--prompts {path}, {key}", entry.prompt) for key, entry in entries.items()]
     for where, text in asked:
         try:
-            check_prompt(text, spec, edit.model)
+            check_prompt(text, spec, edit.prior.model)
         except UsageError as exc:
             raise UsageError(f"{where}: {exc}") from None
 
 
 def check_prompt(prompt: str, spec: EditSpec, model: str | None) -> None:
-    """UsageError when the prior `model` (else the template's) can't read `prompt`; nothing is loaded.
+    """UsageError when the prior family of `model` (else the template's) can't read `prompt`; nothing is
+    loaded: each family answers for itself (`Prior.check_prompt`)."""
+    from ..priors.catalog import family_for
 
-    Only the built-in prior reads a prompt itself: it needs a light direction (`parse_direction`, as its
-    `condition` does). Stable Diffusion takes any text. When priors are registered plug-ins, this question
-    belongs to each prior ("can you read this prompt"), and this function becomes a lookup."""
-    from ..directions import parse_direction
-    from ..priors.builtin import is_builtin_file, is_builtin_name
-
-    name = model or spec.model
-    if is_builtin_name(name) or is_builtin_file(Path(name).expanduser()):
-        parse_direction(spec.render_prompt(prompt))
+    family_for(model or spec.model).prior.check_prompt(spec.render_prompt(prompt))

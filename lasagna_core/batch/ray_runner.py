@@ -118,12 +118,14 @@ def _absolute_item(item: WorkItem) -> WorkItem:
 
 
 def _absolute_config(config: EditConfig) -> EditConfig:
-    """Local model folders, ControlNets and template files as absolute paths; hub ids and names unchanged."""
-    def absolute(value: str | None) -> str | None:
-        return os.path.abspath(value) if value and os.path.exists(value) else value
+    """Local model folders and files, the prior options that name local paths (ControlNets, tiny VAEs) and
+    template files as absolute paths; hub ids, names and other values unchanged."""
+    def absolute(value: Any) -> Any:
+        return os.path.abspath(value) if isinstance(value, str) and value and os.path.exists(value) else value
 
-    return replace(config, model=absolute(config.model), controlnet=absolute(config.controlnet),
-                   template=absolute(config.template) or config.template, vae=absolute(config.vae))
+    prior = replace(config.prior, model=absolute(config.prior.model),
+                    options={name: absolute(value) for name, value in config.prior.options})
+    return replace(config, prior=prior, template=absolute(config.template))
 
 
 def _collect(ray: Any, run: Run, ref: Any, item: WorkItem) -> None:

@@ -61,7 +61,7 @@ def run_batch(
     notices: list[str] = []
     items = plan(options, notices=notices)
     if options.ray is None:
-        _check_devices(devices, options.edit.precision)
+        _check_devices(devices, options.edit.prior.precision)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -10,9 +10,9 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict
 
-from ..document import DEFAULT_MAX_PIXELS
+from ..edit_config import EditConfig  # what every file of a batch shares: the edit flow's own config
 
 
 class Interrupted(KeyboardInterrupt):
@@ -21,29 +21,6 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-
-
-@dataclass(frozen=True)
-class EditConfig:
-    """The per-edit settings every file of a batch shares (picklable: it travels to worker processes)."""
-
-    template: str = "shade"
-    model: str | None = None
-    controlnet: str | None = None
-    layer: str | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    precision: str = "auto"
-    variations: int = 1
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    low_memory: bool = False
-    fast_encoder: str | None = None
-    vae: str | None = None
-
-    def speed(self) -> dict[str, Any]:
-        """The prior's speed/memory options, only those asked for (EditRequest fields of the same names)."""
-        wanted = {"low_memory": self.low_memory, "fast_encoder": self.fast_encoder, "vae": self.vae}
-        return {key: value for key, value in wanted.items() if value}
 
 
 @dataclass

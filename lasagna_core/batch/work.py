@@ -1,24 +1,31 @@
 """One file of a batch: its edit, isolated (a failure becomes its record), with the worker's prior reused.
 
-Every runner calls `process` for each file; torch and the pipeline are imported only when an edit runs.
+Every runner calls `process` for each file; torch and the edit flow are imported only when an edit runs.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from ..edit_config import EditConfig, EditJob
 from ..errors import LasagnaError, ModelError, reason
 from .outputs import file_identity, make_parents, sidecar_for, undo
 from .results import record
 from .signals import StopSignals
-from .types import EditConfig, Record, WorkItem
+from .types import Record, WorkItem
 
 if TYPE_CHECKING:
     from ..priors.base import Prior
+
+
+def on_device(config: EditConfig, device: str) -> EditConfig:
+    """The batch's config as one worker runs it: the same prior, on that worker's device."""
+    return replace(config, prior=replace(config.prior, device=device))
 
 
 class PriorSource:
@@ -36,13 +43,10 @@ class PriorSource:
         if self.prior is None:
             if self.error is not None:
                 raise self.error
-            from ..pipeline import EditRequest, load_prior_for
+            from ..edit import load_edit_prior
 
-            request = EditRequest(Path("-"), "-", template=self.config.template, model=self.config.model,
-                                  controlnet=self.config.controlnet, device=self.device, precision=self.config.precision,
-                                  **self.config.speed())
             try:
-                self.prior = load_prior_for(request)
+                self.prior = load_edit_prior(on_device(self.config, self.device))
             except ModelError as exc:
                 self.error = exc
                 raise
@@ -89,16 +93,12 @@ def process(
             made += make_parents(output)
         except OSError as exc:
             return failed(f"{output.parent}: can't create the output folder ({exc.strerror or exc})"), False
-        from ..pipeline import EditRequest, run_edit
+        from ..edit import run_edit
 
-        request = EditRequest(
-            input=Path(item.input), prompt=item.prompt, template=config.template, output=output, model=config.model,
-            controlnet=config.controlnet, layer=config.layer, steps=config.steps, guidance=config.guidance,
-            seed=item.seed, device=priors.device, precision=config.precision, variations=config.variations,
-            max_pixels=config.max_pixels, **config.speed(),
-        )
+        job = EditJob(input=Path(item.input), prompt=item.prompt, config=on_device(config, priors.device), output=output,
+                      seed=item.seed)
         with stop.interruptible() if stop is not None else nullcontext():
-            run_edit(request, prior=cast("Prior", _LazyPrior(priors)), on_notice=on_notice)
+            run_edit(job, prior=cast("Prior", _LazyPrior(priors)), on_notice=on_notice)
     except LasagnaError as exc:
         if exc is priors.error:  # the model itself can't be loaded: every file would fail the same way
             return failed(f"model: {exc}"), True

@@ -6,7 +6,7 @@ images go in as float tensors `[B, 3, H, W]` in [0, 1], a scalar loss comes out.
 
 How the distillation loop uses it::
 
-    prior = load_prior("stable-diffusion-v1-5/stable-diffusion-v1-5", device="auto")
+    prior = load_prior(PriorSettings("stable-diffusion-v1-5/stable-diffusion-v1-5"))
     h, w = prior.working_size(doc_height, doc_width)
     cond = prior.condition(prompt, base_at_working_size)            # once per run
     for step in range(steps):
@@ -20,24 +20,24 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from lasagna_core.errors import UsageError
+from lasagna_core.priors.registry import Capabilities
+from lasagna_core.priors.schedule import NoiseSchedule
+from lasagna_core.resample import fit_size
+
 
 @dataclass(frozen=True)
 class Condition:
-    """What `Prior.condition` computes once per run and `Prior.sds_loss` reuses every step.
-
-    embeddings: text embeddings `[2, L, D]`, row 0 the negative/unconditional prompt, row 1 the prompt,
-        in the prior's dtype and on its device, stacked so one batched network call serves both.
-    hint: control image `[1, C, h, w]` (the base layer, in [0, 1]) when the prior has a ControlNet, else None.
-    """
+    """What `Prior.condition` computes once per run and `Prior.sds_loss` reuses every step: the prompt pair,
+    and in each family's subclass what the network is conditioned on (text embeddings, classes, a hint)."""
 
     prompt: str
     negative_prompt: str
-    embeddings: Tensor
-    hint: Tensor | None = None
 
 
 def sds_gradient(
@@ -75,31 +75,54 @@ class Prior(ABC):
     multiple: working sides must be multiples of this (64 for SD: 8 px per latent, 3 U-Net downsamplings).
     resolution: the long side of the working image the model was trained at (512 for SD 1.x, 768 for 2.x-v).
     device, dtype: where the model runs; `sds_loss` accepts float32 images on that device and casts.
+    schedule: the noise schedule the network was trained with, on `device`.
+    family, Config, capabilities, config, source: the registered family's name, its options class, what
+        it can do, the options this prior was loaded with, and what `--model` named.
+    A family registers with `registry.register_prior` and implements `probe` and `load` (module doc there).
     """
 
     multiple: int
     resolution: int
     device: torch.device
     dtype: torch.dtype
+    schedule: NoiseSchedule
+    family: ClassVar[str] = ""
+    capabilities: Capabilities = Capabilities()
+    source: str = ""
+
+    @dataclass(frozen=True)
+    class Config:
+        """A family without options."""
+
+    config: Any = Config()
+
+    @classmethod
+    def probe(cls, model: str) -> bool:
+        """Whether this family can load what `--model` names (cheap: names and file headers only)."""
+        return False
+
+    @classmethod
+    def load(cls, model: str, config: Any, *, device: torch.device, dtype: torch.dtype) -> Prior:
+        """The prior for `model` with the family's `config`; ModelError for anything the user can fix."""
+        raise NotImplementedError(f"{cls.__name__} can't be loaded by name")
+
+    @classmethod
+    def check_prompt(cls, prompt: str) -> None:
+        """UsageError (one line) when this family can't condition on `prompt`, asked before any model loads so
+        that a batch refuses an unreadable prompt once instead of failing every file. Any text by default."""
+
+    @classmethod
+    def hub_files(cls, *, adapter: bool = False) -> Any:
+        """What `lasagna models pull` fetches for this family (a registry.HubFiles), or None: nothing to pull."""
+        return None
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) with the input's aspect ratio, long side = `resolution`, sides multiples of `multiple`."""
-        if height <= 0 or width <= 0:
-            raise ValueError(f"image size must be positive, got {height}x{width}")
-        m = self.multiple
-        scale = self.resolution / max(height, width)
-
-        def side(n: int) -> int:
-            return max(m, int(round(n * scale / m)) * m)
-
-        return side(height), side(width)
+        return fit_size(height, width, self.resolution, self.multiple)
 
     @abstractmethod
     def condition(self, prompt: str, base: Tensor, negative_prompt: str = "") -> Condition:
         """Encode the prompt pair once per run; `base` [1,3,h,w] in [0,1] at the working size is the control hint."""
-
-    alphas_cumprod: Tensor  # [T] float32 on `device`: the training schedule's alpha-bar
-    num_train_timesteps: int
 
     @abstractmethod
     def encode(self, image: Tensor) -> Tensor:
@@ -110,6 +133,14 @@ class Prior(ABC):
     def predict_noise(self, noisy: Tensor, t: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
         """(eps_uncond, eps_cond) float32 for `noisy` [B,...] at timesteps `t` [B], from ONE batched call of the
         frozen network; called under no_grad."""
+
+    def sample(
+        self, base: Tensor, prompts: list[str], *, steps: int = 50, guidance: float = 3.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Direct generation: images [B,3,h,w] in [0,1] for bases [B,3,h,w] and one prompt each. Only a prior
+        whose `capabilities.samples` is true can; the others refuse in one line."""
+        raise UsageError(f"the prior '{self.source or type(self).__name__}' can't generate images directly, only guide an edit")
 
     def sds_loss(
         self,
@@ -128,28 +159,22 @@ class Prior(ABC):
         `samples` > 1 draws that many (t, noise) pairs per image, encoding each image once: the same
         loss and gradient as `image.repeat_interleave(samples, 0)`, cheaper. The mean runs over all of them.
         Random draws (t, then noise) come from `generator` on its own device; one on `device` avoids copies.
-        Weighting: DreamFusion's w(t) = sigma_t^2 = 1 - alpha_bar_t.
+        Noising, the timestep range and the weighting w(t) are the prior's `schedule`'s.
         """
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be [B, 3, H, W], got {list(image.shape)}")
-        lo, hi = t_range
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"t_range must satisfy 0 <= lo <= hi <= 1, got {t_range}")
+        t_lo, t_hi = self.schedule.timestep_range(*t_range)
         if samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
         x = self.encode(image)
         if samples > 1:
             x = x.repeat_interleave(samples, dim=0)
         batch = x.shape[0]
-        n = self.num_train_timesteps
-        t_lo = min(max(int(round(lo * n)), 0), n - 1)
-        t_hi = min(max(int(round(hi * n)), t_lo), n - 1)
         rng_device = generator.device if generator is not None else self.device
         t = torch.randint(t_lo, t_hi + 1, (batch,), generator=generator, device=rng_device).to(self.device)
         noise = torch.randn(x.shape, generator=generator, device=rng_device, dtype=torch.float32).to(self.device)
-        alpha_bar = self.alphas_cumprod[t].view(batch, *([1] * (x.ndim - 1)))
         with torch.no_grad():
-            noisy = alpha_bar**0.5 * x.detach() + (1 - alpha_bar) ** 0.5 * noise  # DDPM's forward process
+            noisy = self.schedule.add_noise(x.detach(), noise, t)
             eps_uncond, eps_cond = self.predict_noise(noisy, t, cond)
-            grad = sds_gradient(eps_uncond, eps_cond, noise, guidance, 1 - alpha_bar)
+            grad = sds_gradient(eps_uncond, eps_cond, noise, guidance, self.schedule.sds_weight(t, x.ndim))
         return sds_surrogate_loss(x, grad)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lasagna_core.errors import ModelError, reason
+from lasagna_core.directions import parse_direction
+from lasagna_core.errors import ModelError, UsageError, reason
 from lasagna_core.priors.base import Condition, Prior
+from lasagna_core.priors.registry import Capabilities, register_prior
+from lasagna_core.priors.schedule import NoiseSchedule
 
 FORMAT = "lasagna-builtin-prior/1"
 BUILTIN_NAME = "builtin"
@@ -105,13 +109,25 @@ def verify_sha256(path: Path, *, required: bool, what: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class DirectionCondition(Condition):
+    """classes: direction class ids `[2]` on the prior's device, row 0 the negative prompt's direction (or the
+    null class), row 1 the prompt's; base: the base `[1, 3, h, w]` in [0, 1], which both rows keep."""
+
+    classes: Tensor
+    base: Tensor
+
+
+@register_prior("builtin", title="built-in")
 class BuiltinPrior(Prior):
     """SDS through the built-in pixel-space relighting model (see module doc).
 
     Attributes: `unet` (diffusers UNet2DModel, frozen), `directions` (class names in class-id order),
-    `null_class`, `resolution`, `multiple`, `num_train_timesteps`, `alphas_cumprod`, `scheduler_config`,
-    `training` (what the weights file says about how it was trained), `source`.
+    `null_class`, `resolution`, `multiple`, `schedule`, `scheduler_config`, `training` (what the weights
+    file says about how it was trained), `source`. The family has no options (its Config is empty).
     """
+
+    capabilities = Capabilities(samples=True, encoder=False, conditions_on=frozenset({"direction", "image"}))
 
     def __init__(
         self,
@@ -124,8 +140,6 @@ class BuiltinPrior(Prior):
         training: dict[str, Any] | None = None,
         source: str = "",
     ) -> None:
-        from diffusers import DDPMScheduler
-
         self.device = torch.device(device)
         self.dtype = dtype
         self.source = source
@@ -146,20 +160,24 @@ class BuiltinPrior(Prior):
         if unet.dtype != dtype:
             unet.to(dtype)
         self.scheduler_config = dict(scheduler_config)
-        self.scheduler = DDPMScheduler.from_config(self.scheduler_config)
-        if self.scheduler.config.prediction_type != "epsilon":
+        if self.scheduler_config.get("prediction_type", "epsilon") != "epsilon":
             raise ModelError(f"Model '{source}' must be an eps-prediction model.")
-        self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
-        self.alphas_cumprod = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
-        self.scheduler.alphas_cumprod = self.alphas_cumprod
+        self.schedule = NoiseSchedule.from_config(self.scheduler_config, self.device)
         size = unet.config.sample_size
         self.resolution = int(max(size) if isinstance(size, (list, tuple)) else size)
         self.multiple = MULTIPLE
 
-    # ------------------------------------------------------------------ loading and saving
+    # ------------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, model: str, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> "BuiltinPrior":
+    def probe(cls, model: str) -> bool:
+        """`builtin`, or a file whose header says `lasagna train builtin` wrote it."""
+        return is_builtin_name(model) or is_builtin_file(Path(model).expanduser())
+
+    @classmethod
+    def load(
+        cls, model: str, config: Any = None, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> "BuiltinPrior":
         """`builtin` (the shipped weights, SHA-256 required) or the path of a file `lasagna train builtin` wrote."""
         if is_builtin_name(model):
             path, required, what = shipped_weights(), True, "The built-in prior's weights file"
@@ -179,36 +197,31 @@ class BuiltinPrior(Prior):
         unet, info = _unet_from_file(path, meta)
         return cls(unet, device=device, dtype=dtype, source=model, **info)
 
-    def save(self, path: Path, *, training: dict[str, Any] | None = None) -> Path:
-        """Write the weights file and its `.sha256`; returns the weights path."""
-        return save_weights(self.unet, path, directions=self.directions, scheduler_config=self.scheduler_config,
-                            training=training if training is not None else self.training)
-
     # ------------------------------------------------------------------ the interface
 
     def class_of(self, direction: str) -> int:
         try:
             return self.directions.index(direction)
         except ValueError:
-            from lasagna_core.errors import UsageError
-
             raise UsageError(
                 f"the built-in prior was not trained for the direction '{direction}' "
                 f"(it knows: {', '.join(self.directions)})"
             ) from None
 
-    @torch.no_grad()
-    def condition(self, prompt: str, base: Tensor, negative_prompt: str = "") -> Condition:
-        """Parse the prompt into a direction (UsageError with one line if it can't); `embeddings` holds the
-        class ids `[2]` (row 0 the negative prompt's direction or the null class, row 1 the prompt's)."""
-        from lasagna_core.directions import parse_direction
+    @classmethod
+    def check_prompt(cls, prompt: str) -> None:
+        """The prompt must name a light direction (the classes the network was trained on)."""
+        parse_direction(prompt)
 
+    @torch.no_grad()
+    def condition(self, prompt: str, base: Tensor, negative_prompt: str = "") -> DirectionCondition:
+        """Parse the prompt into a direction (UsageError with one line if it can't)."""
         if base.ndim != 4 or base.shape[0] != 1 or base.shape[1] != 3:
             raise ValueError(f"base must be [1, 3, H, W], got {list(base.shape)}")
         wanted = self.class_of(parse_direction(prompt))
         negative = self.class_of(parse_direction(negative_prompt)) if negative_prompt.strip() else self.null_class
         ids = torch.tensor([negative, wanted], dtype=torch.long, device=self.device)
-        return Condition(prompt=prompt, negative_prompt=negative_prompt, embeddings=ids, hint=base.to(self.device, torch.float32))
+        return DirectionCondition(prompt, negative_prompt, classes=ids, base=base.to(self.device, torch.float32))
 
     def encode(self, image: Tensor) -> Tensor:
         """Pixel space: the image itself, scaled to [-1, 1], is the diffused variable (no encoder)."""
@@ -218,11 +231,11 @@ class BuiltinPrior(Prior):
 
     def predict_noise(self, noisy: Tensor, t: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
         """(eps_uncond, eps_cond): both rows keep the base; only the direction class is dropped for uncond."""
-        if cond.hint is None:
-            raise ValueError("the built-in prior needs the base as the condition's hint; call prior.condition()")
+        if not isinstance(cond, DirectionCondition):
+            raise TypeError(f"the built-in prior needs a DirectionCondition from its condition(), got {type(cond).__name__}")
         batch = noisy.shape[0]
-        base = self._hint(cond.hint, noisy.shape[-2:]).expand(batch, -1, -1, -1)
-        classes = cond.embeddings.to(self.device).repeat_interleave(batch)
+        base = self._hint(cond.base, noisy.shape[-2:]).expand(batch, -1, -1, -1)
+        classes = cond.classes.to(self.device).repeat_interleave(batch)
         eps = self.predict(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([base, base]), classes)
         eps_uncond, eps_cond = eps.float().chunk(2)
         return eps_uncond, eps_cond
@@ -245,14 +258,15 @@ class BuiltinPrior(Prior):
     def sample(
         self,
         base: Tensor,
-        directions: list[str],
+        prompts: list[str],
         *,
         steps: int = 50,
         guidance: float = 3.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Direct generation (the 'ControlNet' baseline): DDIM-sample relit images [B,3,h,w] in [0,1] for bases
-        [B,3,h,w] in [0,1] and one direction name each, with classifier-free guidance on the direction."""
+        [B,3,h,w] in [0,1] and one prompt (or direction name) each, with classifier-free guidance on the
+        direction."""
         from diffusers import DDIMScheduler
 
         # Clipping the x0 estimate to the image range keeps high-noise steps sane: with the cosine schedule
@@ -262,7 +276,7 @@ class BuiltinPrior(Prior):
         scheduler.set_timesteps(steps, device=self.device)
         b = base.shape[0]
         cond_base = self._hint(base, base.shape[-2:])
-        classes = torch.tensor([self.null_class] * b + [self.class_of(d) for d in directions], device=self.device)
+        classes = torch.tensor([self.null_class] * b + [self.class_of(parse_direction(p)) for p in prompts], device=self.device)
         rng_device = generator.device if generator is not None else self.device
         x = torch.randn(base.shape, generator=generator, device=rng_device).to(self.device)
         for t in scheduler.timesteps:

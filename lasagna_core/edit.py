@@ -1,0 +1,270 @@
+"""One edit, end to end: load the document, distil the template's layers, bring them to full size, save.
+
+`run_edit` is what `shade` and `colorize` call (and the batch runner, for every file); `Distillation` is
+the part `eval` shares with it: distil one template's layers for one base with one prior, at the
+generator's working size, and finish them at full size. The options a whole batch shares are one
+picklable `EditConfig`; an `EditJob` adds what is particular to one document.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import __version__
+from .distill import StepInfo, compose, distill, finished_layers
+from .document import Document, load
+from .errors import DocumentError, UsageError
+from .generator import LayerOutput
+from .layers import PixelNode
+from .edit_config import EditConfig, EditJob
+from .priors import PriorSettings, load_prior
+from .priors.base import Prior
+from .resample import fit_size, resize
+from .templates import DistillSettings, EditSpec, load_template, settings_with
+from .writing import default_output, document_output, preview_folder, save_png, write_document
+
+
+@dataclass
+class EditResult:
+    output: Path
+    sidecar: Path
+    seconds: float
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[StepInfo, int, int], None]  # (step info, variation index, variations)
+
+
+def prior_settings(config: EditConfig, spec: EditSpec | None = None) -> PriorSettings:
+    """The config's prior settings with the template's default model when no --model was given."""
+    if config.prior.model:
+        return config.prior
+    return replace(config.prior, model=(spec or load_template(config.template)).model)
+
+
+def load_edit_prior(config: EditConfig, spec: EditSpec | None = None) -> Prior:
+    """The prior `run_edit` uses for `config`. Callers that run many edits (batch workers) load it once with
+    this and pass it to `run_edit(prior=)`."""
+    return load_prior(prior_settings(config, spec))
+
+
+def edit_settings(spec: EditSpec, steps: int | None = None, guidance: float | None = None) -> DistillSettings:
+    """The template's distillation defaults with the command line's --steps / --guidance, checked by the same
+    rules as the template's own values."""
+    overrides = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
+    try:
+        return settings_with(overrides, base=spec.defaults, label=lambda key: f"--{key}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+class Distillation:
+    """Distil one template's layers for one base with one prior: what shade, batch and eval all run.
+
+    The generator works at its own size (the template's `[generator] resolution`, by default the prior's
+    working size); the condition (prompt, and the base as hint) is made once at the prior's size and
+    serves every seed. `base` [1, 3, H, W] in [0, 1] and `coverage` [1, 1, H, W] (where the edit may act)
+    are at full size on the prior's device.
+    """
+
+    def __init__(
+        self, prior: Prior, spec: EditSpec, settings: DistillSettings, base: Tensor, prompt: str,
+        coverage: Tensor | None = None,
+    ) -> None:
+        self.prior, self.spec, self.settings, self.base = prior, spec, settings, base
+        height, width = base.shape[-2:]
+        self.prior_size = prior.working_size(height, width)
+        shape = spec.generator
+        self.size = self.prior_size if shape.resolution is None else fit_size(height, width, shape.resolution, shape.multiple)
+        self.base_low = resize(base, self.size)
+        self.mask_low = None if coverage is None else resize(coverage, self.size)
+        hint = resize(base, self.prior_size)
+        self.condition = prior.condition(spec.render_prompt(prompt), hint, spec.negative_prompt)
+
+    def layers(self, seed: int, on_step: Callable[[StepInfo], None] | None = None) -> list[LayerOutput]:
+        """The layers for `seed` as they are written: full size, clamped, snapped to neutral where they rest."""
+        generator = distill(
+            self.base_low, self.spec.layers, self.prior, self.condition, self.settings, seed=seed, mask=self.mask_low,
+            on_step=on_step, shape=self.spec.generator, prior_size=self.prior_size,
+        )
+        with torch.no_grad():
+            return finished_layers(generator(self.base_low), self.spec.layers, self.base_low, self.base)
+
+    def composite(self, layers: list[LayerOutput]) -> Tensor:
+        """The full-size picture the layers make over the base, [1, 3, H, W] in [0, 1]."""
+        with torch.no_grad():
+            return compose(self.base, self.spec.layers, layers).clamp(0, 1)
+
+
+def run_edit(
+    job: EditJob,
+    *,
+    prior: Prior | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> EditResult:
+    started = time.perf_counter()
+    config = job.config
+    if not job.prompt.strip():
+        raise UsageError("--prompt is empty; say what the edit should do, e.g. 'light from the left'")
+    if config.variations < 1:
+        raise UsageError("--variations must be at least 1")
+    spec = load_template(config.template)
+    settings = edit_settings(spec, config.steps, config.guidance)
+    doc = load(job.input, layer=config.layer, max_pixels=config.max_pixels)
+    coverage = _coverage(doc, job.mask, config.max_pixels)
+    for text in doc.notices:
+        if on_notice:
+            on_notice(text)
+    target = document_output(  # before minutes of work, not after: where, which format, can the document hold it
+        job.output or default_output(doc), doc, [layer.channels for layer in spec.layers],
+        overwrite_input=job.overwrite_input, other_inputs=[job.mask] if job.mask else [],
+    )
+    if job.preview_dir is not None:
+        preview_folder(job.preview_dir)
+    asked = prior_settings(config, spec)
+    prior = prior or load_prior(asked)
+
+    device = prior.device
+    base = torch.from_numpy(doc.base)[None].to(device)
+    run = Distillation(prior, spec, settings, base, job.prompt, None if coverage is None else coverage.to(device))
+    names = layer_names(spec, config.variations, set(doc.layer_names))
+    nodes: list[PixelNode] = []
+    for index in range(config.variations):
+        step_hook = _step_hook(run, job, index, on_progress)
+        nodes += _layer_nodes(spec, run.layers(job.seed + index, step_hook), coverage, index, names[index])
+
+    record = _record(job, spec, settings, asked, prior, target.path, run.size, device, names[0])
+    write_document(target, doc, nodes, record)
+    return EditResult(target.path, target.sidecar, time.perf_counter() - started, record)
+
+
+def _coverage(doc: Document, mask_path: Path | None, max_pixels: int) -> Tensor | None:
+    """Where the edit may act, [1, 1, H, W]: the --mask file (its alpha, else its gray), else the base's alpha.
+    Checked before any model is loaded; an empty coverage is refused, since there would be nothing to edit."""
+    if mask_path is None:
+        if doc.alpha is None:
+            return None
+        coverage, source, empty = torch.from_numpy(doc.alpha)[None], doc.path.name, "fully transparent"
+    else:
+        coverage, empty = _mask_file(doc, mask_path, max_pixels)
+        source = mask_path.name
+    if not bool((coverage > 0).any()):
+        raise DocumentError(f"{source}: {empty}, so there is nothing to edit")
+    return coverage
+
+
+def _mask_file(doc: Document, mask_path: Path, max_pixels: int) -> tuple[Tensor, str]:
+    """The mask's plane, and what an empty one is called: its alpha (transparent) or else its gray (black)."""
+    mask_doc = load(mask_path, max_pixels=max_pixels)
+    if (mask_doc.width, mask_doc.height) != (doc.width, doc.height):
+        raise UsageError(
+            f"--mask {mask_path.name} is {mask_doc.width}x{mask_doc.height} but the document is {doc.width}x{doc.height}"
+        )
+    if mask_doc.alpha is not None:
+        return torch.from_numpy(np.ascontiguousarray(mask_doc.alpha))[None], "fully transparent"
+    return torch.from_numpy(np.ascontiguousarray(mask_doc.base.mean(axis=0, keepdims=True)))[None], "all black"
+
+
+def layer_names(spec: EditSpec, variations: int, taken: set[str]) -> list[list[str]]:
+    """Each variation's layer names: the template's ('Shadows', 'Light'), 'Shadows v2' for the second
+    variation; numbered as a set ('Shadows 2', 'Light 2', 'Shadows 2 v2') when the document already has any
+    of those names, so that shading a Lasagna output again leaves both sets apart."""
+    number = 1
+    while True:  # ends: `taken` is finite, and the numbered names of one run differ from each other
+        suffix = "" if number == 1 else f" {number}"
+        names = [[f"{layer.name}{suffix}{f' v{index + 1}' if index else ''}" for layer in spec.layers]
+                 for index in range(variations)]
+        flat = [name for row in names for name in row]
+        if len(set(flat)) == len(flat) and taken.isdisjoint(flat):
+            return names
+        number += 1
+
+
+def _layer_nodes(
+    spec: EditSpec, layers: list[LayerOutput], coverage: Tensor | None, index: int, names: list[str]
+) -> list[PixelNode]:
+    """The finished layers as PSD layers; outside the coverage each holds its neutral value (or
+    transparency), so applications that ignore clipping flags still show the same picture."""
+    nodes = []
+    for layer, name, out in zip(spec.layers, names, layers):
+        color, alpha = out.color, out.alpha
+        if coverage is not None:
+            cover = coverage.to(color.device)
+            if alpha is not None:
+                alpha = alpha * cover
+            else:
+                color = cover * color + (1 - cover) * layer.neutral
+        nodes.append(
+            PixelNode(
+                name=name,
+                color=_numpy(color),
+                alpha=None if alpha is None else _numpy(alpha),
+                blend_mode=layer.blend_mode,
+                opacity=layer.opacity,
+                visible=index == 0,
+            )
+        )
+    return nodes
+
+
+def _numpy(tensor: Tensor) -> np.ndarray:
+    return tensor[0].detach().float().cpu().numpy()
+
+
+def _step_hook(run: Distillation, job: EditJob, index: int, on_progress: ProgressCallback | None) -> Callable[[StepInfo], None]:
+    """Progress, and preview PNGs of the composite every `preview_every` steps when --preview is set."""
+    variations = job.config.variations
+
+    def hook(info: StepInfo) -> None:
+        if on_progress is not None:
+            on_progress(info, index, variations)
+        if job.preview_dir is not None and (info.step % job.preview_every == 0 or info.step == info.steps):
+            with torch.no_grad():
+                outputs = info.generator(run.base_low)
+                image = compose(run.base_low, run.spec.layers, outputs, run.mask_low)
+            save_png(_numpy(image), None, job.preview_dir / f"v{index + 1}-step{info.step:05d}.png")
+
+    return hook
+
+
+def _record(
+    job: EditJob, spec: EditSpec, settings: DistillSettings, asked: PriorSettings, prior: Prior, output: Path,
+    size: tuple[int, int], device: Any, names: list[str],
+) -> dict[str, Any]:
+    """The sidecar: enough to know, months later, what produced these layers and to reproduce them."""
+    return {
+        "tool": "lasagna",
+        "version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "input": str(job.input),
+        "output": str(output),
+        "template": spec.name,
+        "template_source": spec.source,
+        "prompt": job.prompt,
+        "rendered_prompt": spec.render_prompt(job.prompt),
+        "negative_prompt": spec.negative_prompt,
+        "model": asked.model,
+        "prior": prior.family,
+        "prior_options": asdict(prior.config),
+        "base_layer": job.config.layer,
+        "seed": job.seed,
+        "variations": job.config.variations,
+        "working_size": list(size),
+        "device": str(device),
+        "settings": asdict(settings),
+        "generator": asdict(spec.generator),
+        "layers": [
+            {"name": name, "blend_mode": s.blend_mode.value, "channels": s.channels, "alpha": s.alpha, "neutral": s.neutral}
+            for name, s in zip(names, spec.layers)
+        ],
+    }
