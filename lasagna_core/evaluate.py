@@ -259,7 +259,7 @@ def evaluate(
     from .priors import families, family_for, load_prior
     from .resample import resize
     from .templates import load_template
-    from .train import load_image, read_manifest
+    from .train.manifest import load_image, read_manifest
 
     started = time.perf_counter()
     unknown = sorted(set(methods) - set(METHODS))

@@ -22,7 +22,7 @@ from lasagna_core.flatart.raster import rasterise, shape_stats
 from lasagna_core.flatart.relight import ArtScene, Lighting, render_art
 from lasagna_core.light_colors import LIGHT_COLORS
 from lasagna_core.synth import render as R
-from lasagna_core.train import read_manifest
+from lasagna_core.train.manifest import read_manifest
 
 APPLE = '<circle cx="16" cy="17" r="10" fill="#dd2e44"/><ellipse cx="20" cy="7" rx="4" ry="2.5" fill="#77b255"/>'
 CHAIR = ('<rect x="9" y="4" width="14" height="7" fill="#8a5a44"/><rect x="7" y="15" width="18" height="5" fill="#a0684c"/>'
