@@ -186,7 +186,7 @@ def test_shipped_prior_samples_keep_the_scene_and_light_it_from_the_asked_side()
     against 16.5 and 16.9 dB with it)."""
     import numpy as np
 
-    from lasagna_core.evaluate import chroma_drift, direction_correlation, psnr
+    from lasagna_core.evaluate.metrics import chroma_drift, direction_correlation, psnr
 
     asked = {"left": (-1.0, 0.0), "top-right": (0.7071, 0.7071)}
     rendered = _unseen_scene(32, list(asked))
@@ -214,7 +214,7 @@ def test_shipped_prior_shades_from_the_asked_side(tmp_path, prompt, vector):
 
     from lasagna_cli.app import app
     from lasagna_core.document import load
-    from lasagna_core.evaluate import direction_correlation, shading_strength
+    from lasagna_core.evaluate.metrics import direction_correlation, shading_strength
 
     rendered = _unseen_scene(96, ["left"])
     Image.fromarray(np.round(rendered.base * 255).astype(np.uint8)).save(tmp_path / "scene.png")
@@ -241,7 +241,7 @@ def test_shipped_prior_shades_the_example_document_from_the_asked_side(tmp_path,
 
     from lasagna_cli.app import app
     from lasagna_core.document import load
-    from lasagna_core.evaluate import direction_correlation, shading_strength
+    from lasagna_core.evaluate.metrics import direction_correlation, shading_strength
 
     example = Path(__file__).resolve().parents[1] / "examples" / "still-life.psd"
     out = tmp_path / "shaded.psd"
