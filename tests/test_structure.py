@@ -206,6 +206,11 @@ def test_lasagna_core_never_imports_the_cli() -> None:
     assert not cli, "\n".join(cli)
 
 
+def test_modules_stay_small_or_say_why() -> None:
+    long = long_modules(REPO, "lasagna_core")
+    assert not long, f"over {MAX_LINES} lines without '{LONG_MODULE_REASON} ...' in the docstring:\n" + "\n".join(long)
+
+
 def test_batch_rooms_stand_on_types_and_below_run() -> None:
     """The batch rooms' layering: `types` imports no other room; no room imports `run` (the top) or the package's face."""
     graph = import_graph(REPO, "lasagna_core")
