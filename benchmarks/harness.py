@@ -178,7 +178,7 @@ def builtin_prior() -> Any:
     if builtin.shipped_weights().is_file():
         return load_prior(PriorSettings("builtin", device="cpu"))
     from lasagna_core.directions import DIRECTION_NAMES
-    from lasagna_core.train import BuiltinConfig
+    from lasagna_core.train.builtin import BuiltinConfig
 
     size = BuiltinConfig.size
     import torch

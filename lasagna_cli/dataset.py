@@ -51,7 +51,7 @@ def synth(
 ) -> None:
     """Render random primitives flat (the base) and under each named light direction, with shadows, as PNGs plus a manifest.jsonl that `lasagna train` reads."""
     from lasagna_core.synth.dataset import generate
-    from lasagna_core.synth.render import SceneMix
+    from lasagna_core.synth.scene import SceneMix
 
     workers = workers or _auto_workers(count)
     with _progress("rendering scenes") as on_progress:

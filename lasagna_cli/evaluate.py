@@ -34,7 +34,8 @@ def eval_command(
     prior_options: dict[str, Any] | None = None,
 ) -> None:
     """Measure relighting quality: PSNR/SSIM vs ground truth, chroma drift, edge similarity, direction accuracy."""
-    from lasagna_core.evaluate import METHODS, evaluate, markdown_table, write_report
+    from lasagna_core.evaluate.report import markdown_table, write_report
+    from lasagna_core.evaluate.run import METHODS, evaluate
     from lasagna_core.priors import PriorSettings
 
     for path in out:  # write_report writes Markdown for any other name: refuse, before minutes of work

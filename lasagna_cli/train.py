@@ -42,7 +42,7 @@ def builtin(
     json_output: bool = Json,
 ) -> None:
     """Train the built-in pixel-space relighting prior (the default model of `lasagna shade`)."""
-    from lasagna_core.train import BuiltinConfig, train_builtin
+    from lasagna_core.train.builtin import BuiltinConfig, train_builtin
 
     if size % 4:
         from lasagna_core.errors import UsageError
@@ -75,7 +75,7 @@ def controlnet(
     json_output: bool = Json,
 ) -> None:
     """Train a ControlNet relighting adapter on a Stable Diffusion model (the paper's recipe): base -> hint, prompt -> text."""
-    from lasagna_core.train import ControlNetConfig, train_controlnet
+    from lasagna_core.train.controlnet import ControlNetConfig, train_controlnet
 
     config = ControlNetConfig(
         steps=steps or ControlNetConfig.steps, batch_size=batch_size, learning_rate=lr, device=device, seed=seed,

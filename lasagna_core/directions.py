@@ -5,7 +5,7 @@ down -z). Each vector points from the scene TOWARD the light, so "left" is (-1, 
 left lights the left side of an object. "front" is light from the camera, "back" is light from behind the
 objects (backlight, rim light), "top" is light from the top of the picture.
 
-These are the canonical, unelevated directions: the synthetic renderer (`lasagna_core.synth.render`) lifts the
+These are the canonical, unelevated directions: the synthetic renderer (`lasagna_core.synth.lighting`) lifts the
 eight in-plane ones toward the camera and spreads "back" over a ring of lights behind the objects, but the
 named direction and its image-plane projection (`image_plane_vector`) are what the data, the prior's class
 label and the direction-accuracy metric share.

@@ -349,36 +349,6 @@ def test_usage_errors_exit_2(tiny_model: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_batch_rooms_have_no_import_cycle_and_share_no_private_names() -> None:
-    """Every import between the modules of lasagna_core/batch (function-level ones included) forms no cycle,
-    names nothing private of another module, and each module stays under 500 lines."""
-    import ast
-
-    package = REPO / "lasagna_core" / "batch"
-    edges: dict[str, set[str]] = {}
-    for path in package.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        assert len(path.read_text().splitlines()) < 500, path
-        edges[path.stem] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                edges[path.stem].add(node.module)
-                private = [a.name for a in node.names if a.name.startswith("_")]
-                assert not private, f"{path.name} imports private {private} from .{node.module}"
-    assert edges["types"] == set()
-
-    def visit(module: str, trail: tuple[str, ...]) -> None:
-        assert module not in trail, f"import cycle: {' -> '.join(trail + (module,))}"
-        for target in edges.get(module, ()):
-            if target != "__init__":
-                visit(target, trail + (module,))
-
-    for module in edges:
-        if module != "__init__":
-            visit(module, ())
-    assert not any("__init__" in targets or "run" in targets for name, targets in edges.items() if name != "__init__")
-
-
 def test_ray_takes_an_optional_address() -> None:
     from lasagna_cli.batch import ray_flag_without_value as rewrite
 

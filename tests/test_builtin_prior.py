@@ -168,15 +168,16 @@ def _unseen_scene(size: int, directions: list[str]):
     """A sphere and a box on a table, built here (not in any training set), rendered flat and relit."""
     import numpy as np
 
-    from lasagna_core.synth import render as R
+    from lasagna_core.synth.render import render
+    from lasagna_core.synth.scene import Primitive, Scene, Texture
 
-    def flat(rgb: tuple[float, float, float]) -> R.Texture:
-        return R.Texture("flat", np.array(rgb), np.zeros(3))
+    def flat(rgb: tuple[float, float, float]) -> Texture:
+        return Texture("flat", np.array(rgb), np.zeros(3))
 
-    sphere = R.Primitive("sphere", np.array([-0.35, 0.1, 0.35]), np.eye(3), (0.35,), flat((0.8, 0.3, 0.2)), specular=0.2, shininess=30.0)
-    box = R.Primitive("box", np.array([0.45, -0.2, 0.2]), np.eye(3), (0.2, 0.25, 0.2), flat((0.2, 0.5, 0.8)), specular=0.1, shininess=20.0)
-    scene = R.Scene([sphere, box], "ground", flat((0.7, 0.65, 0.55)), ground_specular=0.02, ambient=0.3, key=0.9)
-    return R.render(scene, size, directions=directions)
+    sphere = Primitive("sphere", np.array([-0.35, 0.1, 0.35]), np.eye(3), (0.35,), flat((0.8, 0.3, 0.2)), specular=0.2, shininess=30.0)
+    box = Primitive("box", np.array([0.45, -0.2, 0.2]), np.eye(3), (0.2, 0.25, 0.2), flat((0.2, 0.5, 0.8)), specular=0.1, shininess=20.0)
+    scene = Scene([sphere, box], "ground", flat((0.7, 0.65, 0.55)), ground_specular=0.02, ambient=0.3, key=0.9)
+    return render(scene, size, directions=directions)
 
 
 def test_shipped_prior_samples_keep_the_scene_and_light_it_from_the_asked_side():
@@ -186,7 +187,7 @@ def test_shipped_prior_samples_keep_the_scene_and_light_it_from_the_asked_side()
     against 16.5 and 16.9 dB with it)."""
     import numpy as np
 
-    from lasagna_core.evaluate import chroma_drift, direction_correlation, psnr
+    from lasagna_core.evaluate.metrics import chroma_drift, direction_correlation, psnr
 
     asked = {"left": (-1.0, 0.0), "top-right": (0.7071, 0.7071)}
     rendered = _unseen_scene(32, list(asked))
@@ -214,7 +215,7 @@ def test_shipped_prior_shades_from_the_asked_side(tmp_path, prompt, vector):
 
     from lasagna_cli.app import app
     from lasagna_core.document import load
-    from lasagna_core.evaluate import direction_correlation, shading_strength
+    from lasagna_core.evaluate.metrics import direction_correlation, shading_strength
 
     rendered = _unseen_scene(96, ["left"])
     Image.fromarray(np.round(rendered.base * 255).astype(np.uint8)).save(tmp_path / "scene.png")
@@ -241,7 +242,7 @@ def test_shipped_prior_shades_the_example_document_from_the_asked_side(tmp_path,
 
     from lasagna_cli.app import app
     from lasagna_core.document import load
-    from lasagna_core.evaluate import direction_correlation, shading_strength
+    from lasagna_core.evaluate.metrics import direction_correlation, shading_strength
 
     example = Path(__file__).resolve().parents[1] / "examples" / "still-life.psd"
     out = tmp_path / "shaded.psd"

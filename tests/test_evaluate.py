@@ -11,21 +11,19 @@ import torch
 from typer.testing import CliRunner
 
 from lasagna_cli.app import app
-from lasagna_core.evaluate import (
+from lasagna_core.color import srgb_to_lab
+from lasagna_core.errors import UsageError
+from lasagna_core.evaluate.metrics import (
     chroma_drift,
     chroma_drift_equal_lightness,
     components,
     direction_correlation,
     edge_similarity,
-    evaluate,
-    markdown_table,
     psnr,
-    report_from_json,
-    srgb_to_lab,
     ssim,
-    write_report,
 )
-from lasagna_core.errors import UsageError
+from lasagna_core.evaluate.report import markdown_table, report_from_json, write_report
+from lasagna_core.evaluate.run import evaluate
 from lasagna_core.priors import PriorSettings, builtin
 from tests.relight_data import make_manifest, tiny_unet
 

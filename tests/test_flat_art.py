@@ -21,8 +21,8 @@ from lasagna_core.flatart.inflate import InflateSettings, height_field, normals
 from lasagna_core.flatart.raster import rasterise, shape_stats
 from lasagna_core.flatart.relight import ArtScene, Lighting, render_art
 from lasagna_core.light_colors import LIGHT_COLORS
-from lasagna_core.synth import render as R
-from lasagna_core.train import read_manifest
+from lasagna_core.synth.lighting import LIGHT_ELEVATION
+from lasagna_core.train.manifest import read_manifest
 
 APPLE = '<circle cx="16" cy="17" r="10" fill="#dd2e44"/><ellipse cx="20" cy="7" rx="4" ry="2.5" fill="#77b255"/>'
 CHAIR = ('<rect x="9" y="4" width="14" height="7" fill="#8a5a44"/><rect x="7" y="15" width="18" height="5" fill="#a0684c"/>'
@@ -194,7 +194,7 @@ def test_cast_shadow_falls_away_from_the_light_with_the_casters_shape() -> None:
     out = render_art(scene, size, ss, [Lighting("left"), Lighting("top")])
     silhouette = out.mask >= 0.5
     open_ground = _lum(out.targets["left"])[1, size - 2]  # a corner far from any shadow
-    shift = round((gap + slab / 2) / math.tan(R.LIGHT_ELEVATION) / ss)  # output pixels
+    shift = round((gap + slab / 2) / math.tan(LIGHT_ELEVATION) / ss)  # output pixels
     for direction, (dr, dc) in (("left", (0, shift)), ("top", (shift, 0))):
         lum = _lum(out.targets[direction])
         shadow = (out.mask < 0.01) & (lum < _lum(out.targets[direction])[1, size - 2] - 0.1)

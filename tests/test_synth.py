@@ -14,22 +14,26 @@ from typer.testing import CliRunner
 from lasagna_cli.app import app
 from lasagna_core.directions import DIRECTION_NAMES, PROMPTS, parse_direction
 from lasagna_core.errors import DocumentError, OutputError, UsageError
-from lasagna_core.synth import render as R
+from lasagna_core.color import linear_to_srgb, srgb_to_linear
 from lasagna_core.synth.dataset import SPLITS, generate, read_manifest
+from lasagna_core.synth.geometry import intersect, normal
+from lasagna_core.synth.lighting import BASE_GAIN, LIGHT_ELEVATION, visibility
+from lasagna_core.synth.render import CAMERA_Z, render
+from lasagna_core.synth.scene import Primitive, Scene, SceneMix, Texture, random_rotation, random_scene
 
 GRAY = np.array([0.4, 0.4, 0.4])
 
 
-def _flat(color: np.ndarray = GRAY) -> R.Texture:
-    return R.Texture("flat", np.asarray(color, float), np.zeros(3))
+def _flat(color: np.ndarray = GRAY) -> Texture:
+    return Texture("flat", np.asarray(color, float), np.zeros(3))
 
 
-def _scene(*prims: R.Primitive, background: str = "plain") -> R.Scene:
-    return R.Scene(list(prims), background, _flat(np.array([0.2, 0.3, 0.5])), ground_specular=0.0, ambient=0.3, key=0.9)
+def _scene(*prims: Primitive, background: str = "plain") -> Scene:
+    return Scene(list(prims), background, _flat(np.array([0.2, 0.3, 0.5])), ground_specular=0.0, ambient=0.3, key=0.9)
 
 
-def _sphere(x: float = 0.0, y: float = 0.0, z: float = 0.5, r: float = 0.5, specular: float = 0.0) -> R.Primitive:
-    return R.Primitive("sphere", np.array([x, y, z]), np.eye(3), (r,), _flat(), specular=specular, shininess=20.0)
+def _sphere(x: float = 0.0, y: float = 0.0, z: float = 0.5, r: float = 0.5, specular: float = 0.0) -> Primitive:
+    return Primitive("sphere", np.array([x, y, z]), np.eye(3), (r,), _flat(), specular=specular, shininess=20.0)
 
 
 def _lum(img: np.ndarray) -> np.ndarray:
@@ -43,7 +47,7 @@ def _pixel(size: int, x: float, y: float) -> tuple[int, int]:
 
 def test_sphere_is_brighter_on_the_side_of_the_light() -> None:
     size = 32
-    out = R.render(_scene(_sphere()), size, directions=["left", "right", "top", "bottom"])
+    out = render(_scene(_sphere()), size, directions=["left", "right", "top", "bottom"])
     inside = out.mask > 0.99
     half = size // 2
     left, right = np.zeros_like(inside), np.zeros_like(inside)
@@ -62,11 +66,11 @@ def test_sphere_is_brighter_on_the_side_of_the_light() -> None:
 
 
 def test_base_is_flat_albedo_without_shading() -> None:
-    out = R.render(_scene(_sphere(specular=0.5), background="ground"), 32, directions=["left"])
+    out = render(_scene(_sphere(specular=0.5), background="ground"), 32, directions=["left"])
     inside = out.mask > 0.999
     outside = out.mask < 0.001
     assert inside.sum() > 100 and outside.sum() > 100
-    expected_object = R.linear_to_srgb(GRAY * R.BASE_GAIN)
+    expected_object = linear_to_srgb(GRAY * BASE_GAIN)
     np.testing.assert_allclose(out.base[inside], np.broadcast_to(expected_object, out.base[inside].shape), atol=1e-6)
     assert np.ptp(out.base[outside], axis=0).max() < 1e-6
     # while the relit target does vary across the object
@@ -75,9 +79,9 @@ def test_base_is_flat_albedo_without_shading() -> None:
 
 def test_cast_shadow_falls_on_the_ground_away_from_the_light() -> None:
     size = 48
-    out = R.render(_scene(_sphere(z=0.5, r=0.25), background="ground"), size, directions=["left", "top", "front"])
+    out = render(_scene(_sphere(z=0.5, r=0.25), background="ground"), size, directions=["left", "top", "front"])
     # a point at height h casts its shadow h / tan(elevation) away from the light
-    reach = 0.5 / math.tan(R.LIGHT_ELEVATION)
+    reach = 0.5 / math.tan(LIGHT_ELEVATION)
     lum_left = _lum(out.targets["left"])
     shadow, lit = _pixel(size, reach, 0.0), _pixel(size, -reach, 0.0)
     assert out.mask[shadow] == 0 and out.mask[lit] == 0
@@ -99,30 +103,30 @@ def test_no_shadow_acne_on_convex_solids(kind: str) -> None:
     """A lone convex solid on a plain backdrop can't shadow itself: every facing sample must see the light."""
     rng = np.random.default_rng(3)
     size = {"sphere": (0.5,), "box": (0.4, 0.3, 0.35), "cylinder": (0.35, 0.4), "capsule": (0.25, 0.35)}[kind]
-    prim = R.Primitive(kind, np.array([0.0, 0.0, 0.6]), R._rotation(rng), size, _flat())
+    prim = Primitive(kind, np.array([0.0, 0.0, 0.6]), random_rotation(rng), size, _flat())
     scene = _scene(prim)
     ss, res = 2, 32 * 2
-    out = R.render(scene, 32, supersample=ss, directions=DIRECTION_NAMES)
+    out = render(scene, 32, supersample=ss, directions=DIRECTION_NAMES)
     assert out.mask.max() == 1.0
     # visibility through the same path render uses, on a ray grid over the object
     coords = (np.arange(res) + 0.5) / res * 2 - 1
     gx, gy = np.meshgrid(coords, -coords)
-    origin = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, R.CAMERA_Z)]).astype(np.float32)
-    tn, tf = R.intersect(prim, origin, np.array([[0], [0], [-1]], np.float32))
+    origin = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, CAMERA_Z)]).astype(np.float32)
+    tn, tf = intersect(prim, origin, np.array([[0], [0], [-1]], np.float32))
     hit = (tn <= tf) & (tn > 0)
     points = origin[:, hit].copy()
-    points[2] = R.CAMERA_Z - tn[hit]
-    normals = R.normal(prim, points)
+    points[2] = CAMERA_Z - tn[hit]
+    normals = normal(prim, points)
     n = points.shape[1] - points.shape[1] % (ss * ss)
     for name in DIRECTION_NAMES:
-        vis = R._visibility(scene, name, points[:, :n], normals[:, :n], np.ones(n, bool), ss)
+        vis = visibility(scene, name, points[:, :n], normals[:, :n], np.ones(n, bool), ss)
         assert vis.min() == 1.0, name
 
 
 def test_renders_are_finite_and_in_range_for_random_scenes() -> None:
     for index in range(6):
-        scene = R.random_scene(np.random.default_rng(index))
-        out = R.render(scene, 16)
+        scene = random_scene(np.random.default_rng(index))
+        out = render(scene, 16)
         for img in [out.base, out.mask, *out.targets.values()]:
             assert np.isfinite(img).all() and img.min() >= 0 and img.max() <= 1
         assert set(out.targets) == set(DIRECTION_NAMES)
@@ -145,16 +149,16 @@ def test_backgrounds_receive_light_unless_a_backdrop_is_asked_for(tmp_path: Path
     never ambiguous in the data; --backdrop-fraction 1 puts every scene on a backdrop no light reaches."""
     generate(tmp_path / "ground", count=6, size=16)
     assert _background_changes(tmp_path / "ground") == [True] * 6
-    generate(tmp_path / "backdrop", count=6, size=16, mix=R.SceneMix(backdrop=1.0))
+    generate(tmp_path / "backdrop", count=6, size=16, mix=SceneMix(backdrop=1.0))
     assert _background_changes(tmp_path / "backdrop") == [False] * 6
     info = json.loads((tmp_path / "backdrop" / "dataset.json").read_text())
     assert info["backdrop_fraction"] == 1.0
     with pytest.raises(UsageError, match="--backdrop-fraction"):
-        generate(tmp_path / "x", count=1, size=8, mix=R.SceneMix(backdrop=1.5))
+        generate(tmp_path / "x", count=1, size=8, mix=SceneMix(backdrop=1.5))
 
 
 def test_photo_like_scenes_are_close_ups_or_clutters_with_a_lit_base(tmp_path: Path) -> None:
-    scenes = [R.random_scene(np.random.default_rng(index), R.SceneMix(photo_like=1.0)) for index in range(24)]
+    scenes = [random_scene(np.random.default_rng(index), SceneMix(photo_like=1.0)) for index in range(24)]
     counts = [len(scene.primitives) for scene in scenes]
     assert set(counts) <= {1, 4, 5, 6} and 1 in counts and max(counts) >= 4
     assert all(scene.base_light is not None and scene.base_light[0] in DIRECTION_NAMES for scene in scenes)
@@ -162,17 +166,17 @@ def test_photo_like_scenes_are_close_ups_or_clutters_with_a_lit_base(tmp_path: P
     assert kinds.count("fractal") > len(kinds) / 2 and "noise" not in kinds
     for scene in scenes[:4]:
         direction, share = scene.base_light
-        lit = R.render(scene, 16, directions=[direction])
+        lit = render(scene, 16, directions=[direction])
         scene.base_light = None
-        flat = R.render(scene, 16, directions=[direction])
+        flat = render(scene, 16, directions=[direction])
         # the base is the flat albedo moved `share` of the way toward the relit render, in linear light
-        want = (1 - share) * R.srgb_to_linear(flat.base) + share * R.srgb_to_linear(flat.targets[direction])
-        assert np.allclose(R.srgb_to_linear(lit.base), want, atol=2e-3)
+        want = (1 - share) * srgb_to_linear(flat.base) + share * srgb_to_linear(flat.targets[direction])
+        assert np.allclose(srgb_to_linear(lit.base), want, atol=2e-3)
         assert np.abs(lit.base - flat.base).max() > 0.05
-    generate(tmp_path / "photo", count=4, size=16, mix=R.SceneMix(photo_like=1.0))
+    generate(tmp_path / "photo", count=4, size=16, mix=SceneMix(photo_like=1.0))
     assert json.loads((tmp_path / "photo" / "dataset.json").read_text())["photo_like"] == 1.0
     with pytest.raises(UsageError, match="--photo-like"):
-        generate(tmp_path / "x", count=1, size=8, mix=R.SceneMix(photo_like=-0.5))
+        generate(tmp_path / "x", count=1, size=8, mix=SceneMix(photo_like=-0.5))
 
 
 def _files(folder: Path) -> dict[str, bytes]:

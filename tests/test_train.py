@@ -13,16 +13,10 @@ from typer.testing import CliRunner
 from lasagna_cli.app import app
 from lasagna_core.errors import UsageError
 from lasagna_core.priors.builtin import BuiltinPrior
-from lasagna_core.train import (
-    BuiltinConfig,
-    ControlNetConfig,
-    checkpoint_dir,
-    learning_rate_at,
-    mirror_direction,
-    read_manifest,
-    train_builtin,
-    train_controlnet,
-)
+from lasagna_core.train.builtin import BuiltinConfig, train_builtin
+from lasagna_core.train.controlnet import ControlNetConfig, train_controlnet
+from lasagna_core.train.manifest import mirror_direction, read_manifest
+from lasagna_core.train.run import checkpoint_dir, learning_rate_at
 from tests.relight_data import make_manifest, tiny_unet
 from tests.tiny_sd import make_tiny_sd
 

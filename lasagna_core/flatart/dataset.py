@@ -37,6 +37,7 @@ from ..synth.dataset import (
     IMAGES, MANIFEST, SPLITS, Progress, check_options, check_share, chunk_size, manifest_line, prepare_output,
     run_jobs, scene_id, scene_rng, write_dataset, write_render,
 )
+from ..synth.lighting import BASE_GAIN, LIGHT_ELEVATION
 from . import packages as P
 from .raster import COVERAGE, MIN_MAIN_SHARE, RULE_SIZE, require_resvg, shape_rule, shape_stats
 
@@ -199,7 +200,7 @@ def generate(
         "light_colors": {c.name: {"phrase": c.phrase, "rgb": list(c.rgb), "shadow": list(c.shadow)} for c in LIGHT_COLORS.values()},
         "render": {
             "shape": "Poisson inflation, height = 2 sqrt(u); colour regions stacked at 0.25, depth 0.45-0.8",
-            "light_elevation_deg": round(float(np.degrees(L.R.LIGHT_ELEVATION)), 3), "base_gain": L.R.BASE_GAIN,
+            "light_elevation_deg": round(float(np.degrees(LIGHT_ELEVATION)), 3), "base_gain": BASE_GAIN,
             "ambient": [0.25, 0.35], "key": [0.8, 1.0], "backgrounds": list(L.BACKGROUNDS),
             "colour": "sRGB, shading in linear light",
         },

@@ -6,15 +6,15 @@ Scene (in pixels of the render grid, size x supersample on a side; x right, y up
     artist's background: a flat colour or a linear or radial gradient, sometimes a faint texture or a
     vignette. The art floats `gap` above it as a solid from z = gap to z = gap + height (its height field).
 
-Shading (linear light, encoded to sRGB at the end; `lasagna_core.synth.render`'s formulas)
+Shading (linear light, encoded to sRGB at the end; `lasagna_core.synth.lighting`'s formulas)
     base   = the art over its background (what the artist drew), so albedo = base / BASE_GAIN
-    target = albedo (ambient + key diffuse shadow) + key specular shadow (`render.shade`, `render.direct_light`)
-    under each named direction's lights (`render.light_rig`). A coloured light (`LightColor`) multiplies
+    target = albedo (ambient + key diffuse shadow) + key specular shadow (`lighting.shade`, `lighting.direct_light`)
+    under each named direction's lights (`lighting.light_rig`). A coloured light (`LightColor`) multiplies
     `key` by its colour, at the luminance of white light unless a channel would pass 1.6; its shadow tint,
     when asked for, colours `ambient` at the same luminance.
 
 Cast shadows march the height field: from every surface point toward each shadow light (one tilted copy of
-it per sub-sample, `render.shadow_directions`, for a short penumbra), blocked where the ray passes through
+it per sub-sample, `lighting.shadow_directions`, for a short penumbra), blocked where the ray passes through
 the art's solid. Self-shadows of parts on the body come from the same test.
 """
 
@@ -27,8 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..color import srgb_to_linear
 from ..light_colors import LightColor
-from ..synth import render as R
+from ..synth.lighting import BASE_GAIN, direct_light, light_rig, shade, shadow_directions
+from ..synth.render import Render, box_filter, finish
+from ..synth.scene import Texture, random_unit
 from .inflate import InflateSettings, height_field, normals
 from .raster import rasterise
 
@@ -67,7 +70,7 @@ class Lighting:
 def light_intensity(rgb: Sequence[float]) -> np.ndarray:
     """(3, 1) linear intensity of an sRGB colour at the luminance of white, unless a channel would pass
     MAX_CHANNEL (saturated reds and greens are then dimmer than white: they can't be as bright without clipping)."""
-    lin = R.srgb_to_linear(np.asarray(rgb, np.float64))
+    lin = srgb_to_linear(np.asarray(rgb, np.float64))
     scale = 1.0 / max(float(LUMA @ lin), float(lin.max()) / MAX_CHANNEL)
     return (lin * scale).astype(_F)[:, None]
 
@@ -98,9 +101,9 @@ def random_background(rng: np.random.Generator, res: int) -> np.ndarray:
         t = np.clip(np.hypot(x - cx, y - cy) / rng.uniform(1.0, 1.8), 0, 1)
     image = c1 + (c2 - c1) * t[..., None]
     if rng.uniform() < 0.35:  # faint texture: the synthetic renderer's wave noise, a few per cent deep
-        waves = np.array([[*R.random_unit(rng), rng.uniform(2.0, 12.0), rng.uniform(0, 2 * math.pi)] for _ in range(8)])
+        waves = np.array([[*random_unit(rng), rng.uniform(2.0, 12.0), rng.uniform(0, 2 * math.pi)] for _ in range(8)])
         depth = rng.uniform(0.02, 0.06)
-        texture = R.Texture("noise", np.ones(3), np.full(3, 1 - depth), waves=waves)
+        texture = Texture("noise", np.ones(3), np.full(3, 1 - depth), waves=waves)
         points = np.stack([x.ravel(), y.ravel(), np.zeros(x.size)]).astype(_F)
         image = image * texture.sample(points).T.reshape(res, res, 3)
     if rng.uniform() < 0.3:
@@ -151,7 +154,7 @@ def _visibility(top: np.ndarray, bottom: float, surface: np.ndarray, normal: np.
     facing = np.zeros((size, size), _F)
     free = np.zeros((size, size), _F)
     ceiling = float(top.max()) if np.isfinite(top).any() else -np.inf
-    for light, tilted in zip(R.light_rig(direction).shadow, R.shadow_directions(direction, ss)):
+    for light, tilted in zip(light_rig(direction).shadow, shadow_directions(direction, ss)):
         lit = receives & ((normal[0] * light[0] + normal[1] * light[1] + normal[2] * light[2]) > 0)
         r0, c0 = rows[lit].astype(_F), cols[lit].astype(_F)
         d = tilted[:, sub[lit]]
@@ -187,7 +190,7 @@ def _rays(grid: np.ndarray, size: int, ss: int) -> np.ndarray:
     return grid.reshape(c, size, ss, size, ss).transpose(0, 2, 4, 1, 3).reshape(c, -1)
 
 
-def render_art(scene: ArtScene, size: int, ss: int, lightings: Sequence[Lighting]) -> R.Render:
+def render_art(scene: ArtScene, size: int, ss: int, lightings: Sequence[Lighting]) -> Render:
     """The base and one target per lighting (keyed by direction) at size x size, from a scene at size * ss."""
     res = size * ss
     if scene.rgba.shape[:2] != (res, res):
@@ -195,8 +198,8 @@ def render_art(scene: ArtScene, size: int, ss: int, lightings: Sequence[Lighting
     alpha = scene.rgba[..., 3]
     solid = alpha >= 0.5
     top = np.where(solid, scene.gap + scene.height, -np.inf).astype(_F)
-    art = R.srgb_to_linear(scene.rgba[..., :3]).astype(_F)
-    ground = R.srgb_to_linear(scene.background).astype(_F)
+    art = srgb_to_linear(scene.rgba[..., :3]).astype(_F)
+    ground = srgb_to_linear(scene.background).astype(_F)
     a = alpha[None]
     flat = (a * art.transpose(2, 0, 1) + (1 - a) * ground.transpose(2, 0, 1)).astype(_F)
 
@@ -206,27 +209,27 @@ def render_art(scene: ArtScene, size: int, ss: int, lightings: Sequence[Lighting
     up = np.zeros((3, int(behind.sum())), _F)
     up[2] = 1
     surfaces = (  # (albedo (3, N), normals (3, N), heights (N,), ks, shininess, where)
-        (art[on_art].T / _F(R.BASE_GAIN), art_normal[:, on_art], (scene.gap + scene.height)[on_art], scene.specular, scene.shininess, on_art),
-        (ground[behind].T / _F(R.BASE_GAIN), up, np.zeros(up.shape[1], _F), scene.ground_specular, 20.0, behind),
+        (art[on_art].T / _F(BASE_GAIN), art_normal[:, on_art], (scene.gap + scene.height)[on_art], scene.specular, scene.shininess, on_art),
+        (ground[behind].T / _F(BASE_GAIN), up, np.zeros(up.shape[1], _F), scene.ground_specular, 20.0, behind),
     )
     targets = {}
     for lighting in lightings:
-        rig = R.light_rig(lighting.direction)
+        rig = light_rig(lighting.direction)
         key = _F(scene.key) * (light_intensity(lighting.color.rgb) if lighting.color else _F(1))
         ambient = _F(scene.ambient) * (light_intensity(lighting.color.shadow) if lighting.color and lighting.tint_shadows else _F(1))
         shaded = []
         for albedo, normal, heights, ks, shininess, where in surfaces:
             n = normal.shape[1]
-            diffuse, specular = R.direct_light(rig, normal, np.full(n, ks, _F), np.full(n, shininess, _F))
+            diffuse, specular = direct_light(rig, normal, np.full(n, ks, _F), np.full(n, shininess, _F))
             surface = np.zeros((res, res), _F)
             surface[where] = heights
             grid_normal = np.zeros((3, res, res), _F)
             grid_normal[:, where] = normal
             vis = _visibility(top, scene.gap, surface, grid_normal, where, lighting.direction, ss)[where]
             out = np.zeros((3, res, res), _F)
-            out[:, where] = R.shade(albedo, diffuse, specular, vis, ambient, key)
+            out[:, where] = shade(albedo, diffuse, specular, vis, ambient, key)
             shaded.append(out)
         lit = a * shaded[0] + (1 - a) * shaded[1]
-        targets[lighting.direction] = R.finish(_rays(lit, size, ss), size, ss)
-    mask = R.box_filter(_rays(alpha[None].astype(_F), size, ss), size, ss)[0]
-    return R.Render(R.finish(_rays(flat, size, ss), size, ss), mask, targets)
+        targets[lighting.direction] = finish(_rays(lit, size, ss), size, ss)
+    mask = box_filter(_rays(alpha[None].astype(_F), size, ss), size, ss)[0]
+    return Render(finish(_rays(flat, size, ss), size, ss), mask, targets)

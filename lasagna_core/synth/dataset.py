@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from .render import Render, SceneMix
-
 from ..directions import DIRECTION_NAMES, DIRECTIONS, PROMPTS, parse_direction
 from ..errors import DocumentError, OutputError, UsageError
+from .render import Render
+from .scene import SceneMix
 
 MANIFEST = "manifest.jsonl"
 INFO = "dataset.json"
@@ -109,7 +109,8 @@ class RenderJob:
 
 def _write_chunk(job: RenderJob) -> int:
     """Render each scene of `job` and write its base, mask and one PNG per direction."""
-    from .render import random_scene, render
+    from .render import render
+    from .scene import random_scene
 
     for index, sid in job.scenes:
         scene = random_scene(scene_rng(job.seed, index), job.mix)
@@ -193,7 +194,7 @@ def generate(
     """Render `count` random scenes, each as a base and one relit picture per direction, and write the
     images, `manifest.jsonl` (atomically, last) and `dataset.json` into `out_dir`."""
     from .. import __version__
-    from . import render as R
+    from . import lighting
 
     out_dir = Path(out_dir)
     directions = tuple(directions)
@@ -222,9 +223,9 @@ def generate(
         "splits": split_counts, "pairs": len(lines),
         "directions": {name: {"vector": list(DIRECTIONS[name]), "prompt": PROMPTS[name]} for name in directions},
         "render": {
-            "camera": "orthographic, looking down -z at x, y in [-1, 1]", "light_elevation_deg": round(np.degrees(R.LIGHT_ELEVATION), 3),
-            "back_ring": {"lights": R.BACK_SHADING, "shadow_rays": R.BACK_RING, "elevation_deg": -round(np.degrees(R.BACK_ELEVATION), 3), "gain": R.BACK_GAIN},
-            "base_gain": R.BASE_GAIN, "ambient": [0.25, 0.35], "key": [0.8, 1.0], "colour": "sRGB, shading in linear light",
+            "camera": "orthographic, looking down -z at x, y in [-1, 1]", "light_elevation_deg": round(np.degrees(lighting.LIGHT_ELEVATION), 3),
+            "back_ring": {"lights": lighting.BACK_SHADING, "shadow_rays": lighting.BACK_RING, "elevation_deg": -round(np.degrees(lighting.BACK_ELEVATION), 3), "gain": lighting.BACK_GAIN},
+            "base_gain": lighting.BASE_GAIN, "ambient": [0.25, 0.35], "key": [0.8, 1.0], "colour": "sRGB, shading in linear light",
         },
     }
     write_dataset(out_dir, info, lines)

@@ -1,0 +1,146 @@
+"""What `lasagna eval` measures, per case (numpy, [3,H,W] sRGB in [0,1]) then averaged:
+
+* PSNR (dB) and SSIM (Gaussian window, sigma 1.5, mean over RGB) of the result against the ground truth;
+* chroma drift: mean over pixels of |delta (a*, b*)| (CIE Lab, D65) between result and base. Lab's a*b*
+  shrink as a colour darkens, so this also counts correct shading (the ground-truth row shows how much);
+  hence also
+* chroma drift at equal lightness: the same after a gray gain (on the sRGB values, where Multiply acts)
+  brings the result to the base's luma - 0 for a gray Multiply shading, > 0 for hue/saturation changes;
+* edge similarity: Pearson correlation of the Sobel gradient magnitudes of the result's and the base's
+  lightness - 1 when the picture's structure is kept;
+* shading strength: mean |delta L*| inside the object mask - so that a layer that does nothing (the trap of
+  a too-strong pull to neutral) shows as ~0 instead of hiding behind the direction metric;
+* direction accuracy: the fraction of cases where the change of log-luminance inside the object mask
+  correlates positively (Pearson r > 0) with the light's image-plane direction, measured as the
+  position of each pixel relative to the centroid of its own object (connected component of the mask),
+  projected on that direction. Front and back lights have no image-plane direction: those cases are left
+  out of this metric (their count is reported) but kept in all the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..color import linear_to_lab, srgb_to_lab, srgb_to_linear
+
+VISIBLE_SHADING = 1.0
+"""Mean |delta L*| (CIE Lab lightness units) a case's change must reach to count in the *visible* direction
+accuracy: about one just-noticeable difference."""
+
+
+def visible_share(pairs: Sequence[tuple[float, float]]) -> float:
+    """Share of (direction r, shading |delta L*|) pairs that are right AND visible: faint layers can't score."""
+    return float(np.mean([r > 0 and shading >= VISIBLE_SHADING for r, shading in pairs]))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> float:
+    """Mean SSIM over channels with a Gaussian window (Wang et al. 2004 constants), 'valid' borders."""
+    radius = max(1, min(int(3 * sigma + 0.5), (min(a.shape[-2:]) - 1) // 2))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    window = (g[:, None] * g[None, :])[None, None].repeat(a.shape[0], 1, 1, 1)
+    ta, tb = (torch.from_numpy(v.astype(np.float64))[None] for v in (a, b))
+
+    def blur(t: Tensor) -> Tensor:
+        return F.conv2d(t, window, groups=a.shape[0])
+
+    mu_a, mu_b = blur(ta), blur(tb)
+    var_a, var_b = blur(ta * ta) - mu_a**2, blur(tb * tb) - mu_b**2
+    cov = blur(ta * tb) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(s.mean())
+
+
+def chroma_drift(result: np.ndarray, base: np.ndarray) -> float:
+    la, lb = srgb_to_lab(result), srgb_to_lab(base)
+    return float(np.mean(np.hypot(la[1] - lb[1], la[2] - lb[2])))
+
+
+def chroma_drift_equal_lightness(result: np.ndarray, base: np.ndarray) -> float:
+    """Mean |delta (a*, b*)| after a gray gain brings the result to the base's luma (in sRGB values, where
+    Multiply acts): a gray Multiply shading of the base scores 0, a change of hue or saturation (or light that
+    washes colour out) does not. Plain Lab a*b* shrink with lightness, so `chroma_drift` also counts shading."""
+    luma = np.array([0.3, 0.59, 0.11])
+    yr, yb = np.tensordot(luma, result, axes=1), np.tensordot(luma, base, axes=1)
+    gain = np.minimum(yb / np.maximum(yr, 1e-3), 20.0)[None]
+    scaled = np.maximum(result * gain, 0.0)
+    lin = srgb_to_linear(scaled)  # no clip above 1
+    la, lb = linear_to_lab(lin), srgb_to_lab(base)
+    return float(np.mean(np.hypot(la[1] - lb[1], la[2] - lb[2])))
+
+
+def _sobel_magnitude(gray: np.ndarray) -> np.ndarray:
+    p = np.pad(gray, 1, mode="edge")
+    gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[1:-1, :-2] + p[2:, :-2])
+    gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[:-2, 1:-1] + p[:-2, 2:])
+    return np.hypot(gx, gy)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 1e-12 else 0.0
+
+
+def edge_similarity(result: np.ndarray, base: np.ndarray) -> float:
+    return _pearson(_sobel_magnitude(srgb_to_lab(result)[0]), _sobel_magnitude(srgb_to_lab(base)[0]))
+
+
+def shading_strength(result: np.ndarray, base: np.ndarray, mask: np.ndarray) -> float:
+    d = np.abs(srgb_to_lab(result)[0] - srgb_to_lab(base)[0])
+    m = mask > 0.5
+    return float(d[m].mean()) if m.any() else float(d.mean())
+
+
+def components(mask: np.ndarray) -> np.ndarray:
+    """4-connected component labels of a boolean mask [H, W] (0 = background, 1.. = objects)."""
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    h, w = mask.shape
+    current = 0
+    for y0, x0 in zip(*np.nonzero(mask)):
+        if labels[y0, x0]:
+            continue
+        current += 1
+        stack = [(y0, x0)]
+        labels[y0, x0] = current
+        while stack:
+            y, x = stack.pop()
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not labels[ny, nx]:
+                    labels[ny, nx] = current
+                    stack.append((ny, nx))
+    return labels
+
+
+def direction_correlation(result: np.ndarray, base: np.ndarray, mask: np.ndarray | None, vector: tuple[float, float]) -> float | None:
+    """Pearson r between the change of log-luminance and each pixel's position (relative to its object's
+    centroid, y up) projected on the light's image-plane `vector`; None without an image-plane direction."""
+    dx, dy = vector
+    if abs(dx) + abs(dy) < 1e-6:
+        return None
+    lum = lambda im: np.log(np.clip(0.3 * im[0] + 0.59 * im[1] + 0.11 * im[2], 1e-3, None))  # noqa: E731
+    change = lum(result) - lum(base)
+    h, w = change.shape
+    m = np.ones((h, w), bool) if mask is None else mask > 0.5
+    if m.sum() < 3:
+        m = np.ones((h, w), bool)
+    labels = components(m)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    proj = np.zeros((h, w))
+    for label in range(1, labels.max() + 1):
+        sel = labels == label
+        cx, cy = xs[sel].mean(), ys[sel].mean()
+        proj[sel] = (xs[sel] - cx) * dx - (ys[sel] - cy) * dy
+    return _pearson(change[m], proj[m])

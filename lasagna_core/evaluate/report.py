@@ -1,0 +1,151 @@
+"""The results of `lasagna eval`: each case's numbers (`CaseResult`), the report (`EvalReport`), its summary
+per method, and the report written as a Markdown table or as JSON (and read back)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .metrics import visible_share
+
+
+@dataclass
+class CaseResult:
+    scene: str
+    direction: str
+    method: str
+    psnr: float
+    ssim: float
+    chroma_drift: float
+    hue_drift: float
+    edge_similarity: float
+    shading: float
+    direction_r: float | None
+    seconds: float
+
+
+@dataclass
+class EvalReport:
+    data: str
+    model: str
+    template: str
+    cases: int
+    settings: dict[str, Any]
+    summary: dict[str, dict[str, float | None]]
+    direction_cases: int
+    skipped_direction: dict[str, int]
+    seconds: float
+    split: str = "test"
+    results: list[CaseResult] = field(default_factory=list)
+    photos: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["results"] = [asdict(r) for r in self.results]
+        return out
+
+
+def summarise(results: Sequence[CaseResult], methods: Sequence[str]) -> dict[str, dict[str, float | None]]:
+    summary: dict[str, dict[str, float | None]] = {}
+    for m in methods:
+        rows = [r for r in results if r.method == m]
+        finite = [r.psnr for r in rows if np.isfinite(r.psnr)]
+        directional = [r.direction_r for r in rows if r.direction_r is not None]
+        summary[m] = {
+            "psnr": float(np.mean(finite)) if finite else None,
+            "ssim": float(np.mean([r.ssim for r in rows])),
+            "chroma_drift": float(np.mean([r.chroma_drift for r in rows])),
+            "hue_drift": float(np.mean([r.hue_drift for r in rows])),
+            "edge_similarity": float(np.mean([r.edge_similarity for r in rows])),
+            "shading": float(np.mean([r.shading for r in rows])),
+            # the unedited base changes nothing: its correlation is undefined, not "wrong"
+            "direction_accuracy": None if m == "base" or not directional else float(np.mean([r > 0 for r in directional])),
+            "visible_direction_accuracy": None if m == "base" or not directional else visible_share(
+                [(r.direction_r, r.shading) for r in rows if r.direction_r is not None]),
+            "seconds": float(np.mean([r.seconds for r in rows])),
+        }
+    return summary
+
+
+LABELS = {
+    "psnr": "PSNR vs GT (dB) ↑",
+    "ssim": "SSIM vs GT ↑",
+    "chroma_drift": "chroma drift vs base, Lab |Δa*b*| ↓",
+    "hue_drift": "chroma drift at equal lightness ↓",
+    "edge_similarity": "edge similarity to base ↑",
+    "shading": "shading strength |ΔL*| in mask",
+    "direction_accuracy": "direction accuracy ↑",
+    "visible_direction_accuracy": "right and visible (|ΔL*| ≥ 1) ↑",
+    "seconds": "s / case",
+}
+
+
+def _fmt(key: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if key in ("direction_accuracy", "visible_direction_accuracy"):
+        return f"{100 * value:.0f}%"
+    if key in ("psnr", "chroma_drift", "hue_drift", "shading"):
+        return f"{value:.2f}"
+    if key == "seconds":
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def markdown_table(report: EvalReport) -> str:
+    keys = list(LABELS)
+    lines = ["| method | " + " | ".join(LABELS[k].replace("|", "\\|") for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for m, row in report.summary.items():
+        lines.append(f"| {m} | " + " | ".join(_fmt(k, row.get(k)) for k in keys) + " |")
+    skipped = ", ".join(f"{n} {d}" for d, n in sorted(report.skipped_direction.items())) or "none"
+    lines.append("")
+    lines.append(
+        f"{report.cases} {'held-out test' if report.split == 'test' else report.split} cases ({report.direction_cases} with an image-plane light direction; "
+        f"left out of direction accuracy only: {skipped}). Model `{report.model}`, template `{report.template}`, "
+        f"distillation: {report.settings['steps']} steps, guidance {report.settings['guidance']}, "
+        f"{report.settings['noise_samples']} noise samples, lr {report.settings['learning_rate']}, "
+        f"neutral weight {report.settings['neutral_weight']}"
+        + (f"; direct generation: DDIM {report.settings['direct_steps']} steps, guidance {report.settings['direct_guidance']}"
+           if "direct" in report.summary else "")
+        + f". Wall time {report.seconds / 60:.1f} min."
+    )
+    if report.photos:
+        p = report.photos
+        lines.append("")
+        lines.append(f"Photos without ground truth ({', '.join(sorted({r['photo'] for r in p['rows']}))}; whole picture as the "
+                     f"mask): direction accuracy {_fmt('direction_accuracy', p['direction_accuracy'])}, right and visible "
+                     f"{_fmt('direction_accuracy', p.get('visible_direction_accuracy'))}, over {p['cases']} photo x direction cases; "
+                     f"mean shading |ΔL*| {np.mean([r['shading'] for r in p['rows']]):.2f}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: EvalReport, path: Path) -> Path:
+    """Written atomically: an interrupted eval never leaves half a table behind."""
+    from ..writing.atomic import atomic_write
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        text = json.dumps(report.to_json(), indent=1, default=float) + "\n"
+    else:
+        text = markdown_table(report)
+    with atomic_write(path) as f:
+        f.write(text.encode("utf-8"))
+    return path
+
+
+def report_from_json(path: Path) -> EvalReport:
+    """An EvalReport read back from `write_report(..., X.json)`; the summary is recomputed from the cases."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    results = [CaseResult(**r) for r in data.pop("results")]
+    methods = list(data["summary"])
+    data["summary"] = summarise(results, methods)
+    photos = data.get("photos") or {}
+    if photos.get("rows"):
+        photos["visible_direction_accuracy"] = visible_share([(r["r"], r["shading"]) for r in photos["rows"]])
+    return EvalReport(**data, results=results)

@@ -1,0 +1,235 @@
+"""The `lasagna eval` run: on the held-out `test` split of a relighting manifest (ground truth exists), each case
+is edited three ways:
+
+* `base`    - the unedited base (the floor every edit must beat in PSNR);
+* `lasagna` - the template's layers distilled from the prior by SDS and blended over the base;
+* `direct`  - direct generation: DDIM-sampling the same prior conditioned on base + direction (the paper's
+              "ControlNet" baseline, which is free to change the content);
+
+plus a `ground truth` row (the relit render itself) that checks the metrics (`evaluate.metrics`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..priors import PriorSettings
+from ..priors.base import Prior
+from ..templates import DistillSettings, EditSpec
+from .metrics import (
+    chroma_drift,
+    chroma_drift_equal_lightness,
+    direction_correlation,
+    edge_similarity,
+    psnr,
+    shading_strength,
+    ssim,
+    visible_share,
+)
+from .report import CaseResult, EvalReport, summarise
+
+METHODS = ("base", "lasagna", "direct", "ground truth")
+
+
+def pick_cases(examples: Sequence[Any], limit: int | None, seed: int = 0) -> list[Any]:
+    """A fixed, seeded sample of `limit` test cases (all when None), spread over scenes and directions."""
+    order = np.random.default_rng(seed).permutation(len(examples)) if limit is not None else np.arange(len(examples))
+    chosen = sorted(order[: limit if limit is not None else len(examples)].tolist())
+    return [examples[i] for i in chosen]
+
+
+def evaluate(
+    data: Path,
+    *,
+    prior_settings: PriorSettings = PriorSettings("builtin", device="cpu"),
+    template: str = "shade",
+    limit: int | None = None,
+    split: str = "test",
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    direct_steps: int = 50,
+    direct_guidance: float = 3.0,
+    methods: Sequence[str] = METHODS,
+    photos: Sequence[tuple[str, np.ndarray]] = (),
+    pictures: Path | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> EvalReport:
+    """Run the comparison on `data`'s `split` (tune settings on "val", report on "test"), and the direction
+    check on `photos` with the same prior and settings; see the module doc for what is measured."""
+    from ..directions import image_plane_vector
+    from ..edit import edit_settings
+    from ..errors import UsageError
+    from ..priors import families, family_for, load_prior
+    from ..resample import resize
+    from ..templates import load_template
+    from ..train.manifest import load_image, read_manifest
+
+    started = time.perf_counter()
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise UsageError(f"unknown eval method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    examples = read_manifest(data, split)
+    if not examples:
+        raise UsageError(f"'{data}' has no {split} split to evaluate on")
+    cases = pick_cases(examples, limit, seed)
+    spec = load_template(template)
+    settings = edit_settings(spec, steps, guidance)
+    model = prior_settings.model or spec.model
+    if "direct" in methods and not family_for(model).prior.capabilities.samples:  # before the model loads
+        able = " or ".join(f"the {f.title}" for f in families() if f.prior.capabilities.samples) or "no registered"
+        raise UsageError(f"the direct-generation baseline samples the prior, which '{model}' can't do: only {able} prior can (pass --no-direct)")
+    prior = load_prior(replace(prior_settings, model=model))
+
+    loaded = []
+    for ex in cases:
+        base = load_image(ex.input)
+        target = load_image(ex.target)
+        mask = load_image(ex.mask, gray=True)[0].numpy() if ex.mask is not None else None
+        loaded.append((ex, base, target, mask))
+
+    outputs: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    seconds: dict[str, list[float]] = {m: [] for m in methods}
+    total = len(loaded) * len(methods)
+    done = 0
+    for m in methods:
+        if m == "direct":
+            # Batched: one DDIM run over all cases (per-case time is the batch time / cases).
+            t0 = time.perf_counter()
+            results = []
+            for i in range(0, len(loaded), 32):
+                chunk = loaded[i : i + 32]
+                bases = torch.stack([b for _, b, _, _ in chunk])
+                size = prior.working_size(bases.shape[-2], bases.shape[-1])
+                gen = torch.Generator().manual_seed(seed + i)
+                out = prior.sample(resize(bases, size), [ex.prompt for ex, *_ in chunk], steps=direct_steps,
+                                   guidance=direct_guidance, generator=gen)
+                results += [o for o in resize(out, tuple(bases.shape[-2:]))]
+            per = (time.perf_counter() - t0) / len(loaded)
+            outputs[m] = [r.numpy() for r in results]
+            seconds[m] = [per] * len(loaded)
+            done += len(loaded)
+            if on_progress:
+                on_progress(done, total, m)
+            continue
+        for index, (ex, base, target, mask) in enumerate(loaded):
+            t0 = time.perf_counter()
+            if m == "base":
+                result = base.numpy()
+            elif m == "ground truth":
+                result = target.numpy()
+            else:
+                result = _lasagna(prior, spec, settings, base.numpy(), ex.prompt, seed + index)
+            outputs[m].append(result)
+            seconds[m].append(time.perf_counter() - t0)
+            done += 1
+            if on_progress:
+                on_progress(done, total, m)
+
+    results: list[CaseResult] = []
+    for m in methods:
+        for (ex, base, target, mask), out, sec in zip(loaded, outputs[m], seconds[m]):
+            b, t = base.numpy(), target.numpy()
+            r = direction_correlation(out, b, mask, image_plane_vector(ex.direction))
+            results.append(CaseResult(
+                scene=ex.scene, direction=ex.direction, method=m,
+                psnr=psnr(out, t), ssim=ssim(out, t), chroma_drift=chroma_drift(out, b),
+                hue_drift=chroma_drift_equal_lightness(out, b),
+                edge_similarity=edge_similarity(out, b),
+                shading=shading_strength(out, b, mask if mask is not None else np.ones(b.shape[1:])),
+                direction_r=r, seconds=sec,
+            ))
+    summary = summarise(results, methods)
+    skipped: dict[str, int] = {}
+    for ex, *_ in loaded:
+        if image_plane_vector(ex.direction) == (0.0, 0.0):
+            skipped[ex.direction] = skipped.get(ex.direction, 0) + 1
+    if pictures is not None:
+        save_contact_sheet(loaded, outputs, methods, pictures)
+    settings_record = {**asdict(settings), "direct_steps": direct_steps, "direct_guidance": direct_guidance, "seed": seed,
+                       "limit": limit}
+    report = EvalReport(
+        data=str(data), model=model, template=spec.name, cases=len(loaded), settings=settings_record, summary=summary,
+        direction_cases=sum(1 for ex, *_ in loaded if image_plane_vector(ex.direction) != (0.0, 0.0)),
+        skipped_direction=skipped, seconds=0.0, split=split, results=results,
+    )
+    if photos:
+        report.photos = photo_directions(photos, prior=prior, spec=spec, settings=settings, seed=seed,
+                                         pictures=None if pictures is None else pictures / "photos", on_progress=on_progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _lasagna(prior: Prior, spec: EditSpec, settings: DistillSettings, picture: np.ndarray, prompt: str, seed: int) -> np.ndarray:
+    """What `lasagna shade` makes of `picture` ([3,H,W] in [0,1]): the same `Distillation`, composed at full
+    size; as numpy on the CPU."""
+    from ..edit import Distillation
+
+    full = torch.from_numpy(np.ascontiguousarray(picture, dtype=np.float32))[None].to(prior.device)
+    run = Distillation(prior, spec, settings, full, prompt)
+    return run.composite(run.layers(seed))[0].cpu().numpy()
+
+
+def save_contact_sheet(loaded: Sequence[Any], outputs: dict[str, list[np.ndarray]], methods: Sequence[str], folder: Path,
+                       per_sheet: int = 10, scale: int = 4) -> list[Path]:
+    """PNG sheets, one row per case: base | each method's result, enlarged `scale`x (nearest)."""
+    from ..writing import save_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    cols = [m for m in methods if m != "base"]
+    for start in range(0, len(loaded), per_sheet):
+        rows = []
+        for i in range(start, min(start + per_sheet, len(loaded))):
+            tiles = [loaded[i][1].numpy()] + [outputs[m][i] for m in cols]
+            rows.append(np.concatenate([np.pad(t, ((0, 0), (1, 1), (1, 1)), constant_values=1.0) for t in tiles], axis=2))
+        sheet = np.concatenate(rows, axis=1).repeat(scale, axis=1).repeat(scale, axis=2)
+        path = folder / f"cases-{start // per_sheet + 1:02d}.png"
+        save_png(sheet.astype(np.float32), None, path)
+        paths.append(path)
+    (folder / "README.txt").write_text("columns: base | " + " | ".join(cols) + "\n", encoding="utf-8")
+    return paths
+
+
+def photo_directions(
+    photos: Sequence[tuple[str, np.ndarray]],
+    *,
+    prior: Prior,
+    spec: EditSpec,
+    settings: DistillSettings,
+    directions: Sequence[str] = ("left", "right", "top", "bottom"),
+    seed: int = 0,
+    pictures: Path | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Direction accuracy on photos without ground truth: each photo ([3,H,W] in [0,1]) lit from each
+    direction the way `lasagna shade` does it; the whole picture is the mask (objects are not segmented),
+    positions relative to the picture's centre."""
+    from ..directions import PROMPTS, image_plane_vector
+
+    rows = []
+    total, done = len(photos) * len(directions), 0
+    for name, photo in photos:
+        for d in directions:
+            out = _lasagna(prior, spec, settings, photo, PROMPTS[d], seed)
+            r = direction_correlation(out, photo, None, image_plane_vector(d))
+            rows.append({"photo": name, "direction": d, "r": r, "shading": shading_strength(out, photo, np.ones(photo.shape[1:])),
+                         "chroma_drift": chroma_drift(out, photo)})
+            if pictures is not None:
+                from ..writing import save_png
+
+                pictures.mkdir(parents=True, exist_ok=True)
+                save_png(out.astype(np.float32), None, pictures / f"{name}-{d}.png")
+            done += 1
+            if on_progress:
+                on_progress(done, total, "photos")
+    accuracy = float(np.mean([r["r"] > 0 for r in rows])) if rows else None
+    visible = visible_share([(r["r"], r["shading"]) for r in rows]) if rows else None
+    return {"cases": len(rows), "direction_accuracy": accuracy, "visible_direction_accuracy": visible, "rows": rows}

@@ -1,0 +1,205 @@
+"""`lasagna train builtin`: the built-in pixel-space prior (`lasagna_core.priors.builtin`), eps-prediction DDPM
+on the relit image, given the base as extra channels and the direction as a class, both dropped at random
+(classifier-free guidance). Horizontal flips with left<->right swapped double the data. Weights are kept as
+an exponential moving average (EMA), which is what gets saved."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import DistillationError, UsageError
+from ..priors.schedule import NoiseSchedule
+from .curve import draw_loss_curve
+from .manifest import PairSet, load_pairs, read_manifest
+from .run import ProgressCallback, RunSettings, TrainingRun, TrainResult, TrainStep, learning_rate_at
+
+
+@dataclass
+class BuiltinConfig(RunSettings):
+    steps: int = 2000
+    batch_size: int = 48
+    learning_rate: float = 1e-3
+    warmup: int = 100
+    size: int = 32
+    dropout: float = 0.1  # probability of dropping the direction, and (independently) the base
+    ema: float = 0.995
+    flip: bool = True
+    unet: dict[str, Any] | None = None  # architecture override (default: builtin.default_unet_config)
+    init: str | None = None  # fine-tune: start from this prior ("builtin" or a weights file), its architecture and directions
+
+
+def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: ProgressCallback | None = None) -> TrainResult:
+    """Train (or resume) the built-in prior on `data`'s train split; write `out` (.safetensors + .sha256) and
+    `out` with suffix `.loss.png`. Returns when done or after `max_minutes` (then `finished` is False)."""
+    from ..priors import builtin
+
+    started = time.perf_counter()
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise UsageError(f"--out must name a .safetensors file, not '{out}'")
+    if config.init is not None and config.unet is not None:
+        raise UsageError("a fine-tune keeps the architecture of the prior it starts from: give --init or an architecture, not both")
+    start = _initial_prior(config.init, config.size) if config.init is not None else None
+    train_examples = read_manifest(data, "train")
+    if start is not None:
+        unknown = sorted({e.direction for e in train_examples} - set(start.directions))
+        if unknown:
+            raise UsageError(f"--init '{config.init}' was not trained for the data's direction(s) {', '.join(unknown)}")
+    train = load_pairs(train_examples, config.size, None if start is None else start.directions)
+    val_examples = read_manifest(data, "val")
+    val = load_pairs(val_examples[:256], config.size, train.directions) if val_examples else None
+    directions = train.directions
+    if start is not None:
+        unet_config = builtin.model_config(start.unet)
+        sched_config = start.scheduler_config
+    else:
+        unet_config = config.unet or builtin.default_unet_config(config.size, len(directions))
+        sched_config = builtin.default_scheduler_config()
+    torch.manual_seed(config.seed)
+    model = builtin.new_unet(unet_config)
+    if start is not None:
+        model.load_state_dict(start.unet.state_dict())
+    ema = builtin.new_unet(unet_config)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    schedule = NoiseSchedule.from_config(sched_config)
+    rng = torch.Generator().manual_seed(config.seed)
+    init = None if start is None else builtin.sha256_of(start.weights)
+    run = TrainingRun(out, {"unet": unet_config, "directions": directions, "size": config.size, "init": init},
+                      {"model": model, "ema": ema}, optimizer, rng, config,
+                      {"loss": [], "val_step": [], "val_loss": []}, started)
+    run.resume()
+
+    n = train.bases.shape[0]
+    fixed: dict[str, Tensor] | None = None
+    val_batch = _fixed_val_batch(val, schedule) if val is not None else None
+
+    def validate() -> None:
+        if val_batch is not None:
+            run.history["val_step"].append(run.step)
+            run.history["val_loss"].append(_val_loss(ema, val_batch))
+
+    model.train()
+    while not run.finished:
+        if config.overfit_one_batch and fixed is not None:
+            batch = fixed
+        else:
+            batch = _builtin_batch(train, config, schedule, rng, n)
+            if config.overfit_one_batch:
+                fixed = batch
+        lr = learning_rate_at(run.step, config.steps, config.learning_rate, config.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        pred = model(batch["input"], batch["t"], class_labels=batch["classes"], return_dict=False)[0]
+        loss = F.mse_loss(pred, batch["target"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            decay = min(config.ema, (1 + run.step) / (10 + run.step))
+            for e, p in zip(ema.parameters(), model.parameters()):
+                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        value = float(loss.item())
+        if not math.isfinite(value):
+            raise DistillationError(f"training diverged (loss {value}) at step {run.step + 1}; lower --lr")
+        stop = run.step_done(value, validate)
+        if on_progress is not None:
+            on_progress(TrainStep(run.step, config.steps, value, lr, run.seconds))
+        if stop:
+            break
+
+    seconds, finished, step, history = run.seconds, run.finished, run.step, run.history
+    curve = draw_loss_curve(history, out.with_suffix(".loss.png"), f"built-in prior: loss, {step} steps")
+    training = {
+        "steps": step,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "size": config.size,
+        "train_pairs": n,
+        "train_scenes": len({e.scene for e in train_examples}),
+        "wall_seconds": round(seconds, 1),
+        "final_train_loss": float(np.mean(history["loss"][-50:])) if history["loss"] else None,
+        "final_val_loss": history["val_loss"][-1] if history["val_loss"] else None,
+        "init": None if init is None else {"model": config.init, "sha256": init},
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "finished": finished,
+    }
+    if finished or not out.exists():
+        builtin.save_weights(ema, out, directions=directions, scheduler_config=sched_config, training=training)
+    return TrainResult(out, step, config.steps, seconds, finished, curve, {**history, "training": training})
+
+
+@dataclass
+class _StartingPoint:
+    """What a fine-tune takes from the prior it starts from."""
+
+    unet: Any
+    directions: list[str]
+    scheduler_config: dict[str, Any]
+    weights: Path
+
+
+def _initial_prior(model: str, size: int) -> _StartingPoint:
+    """The prior a fine-tune starts from (SHA-256 checked like any load), at the training resolution."""
+    from ..priors import builtin
+
+    threads = torch.get_num_threads()
+    prior = builtin.BuiltinPrior.load(model)
+    torch.set_num_threads(threads)  # loading pins inference to one thread; training keeps the user's choice
+    if prior.resolution != size:
+        raise UsageError(f"--init '{model}' works at {prior.resolution} px; train it at --size {prior.resolution}, not {size}")
+    weights = builtin.shipped_weights() if builtin.is_builtin_name(model) else Path(model).expanduser()
+    return _StartingPoint(prior.unet, prior.directions, prior.scheduler_config, weights)
+
+
+def _builtin_batch(pairs: PairSet, config: BuiltinConfig, schedule: NoiseSchedule, rng: torch.Generator, n: int) -> dict[str, Tensor]:
+    idx = torch.randint(0, n, (config.batch_size,), generator=rng)
+    base = pairs.bases[idx].float() / 127.5 - 1
+    target = pairs.targets[idx].float() / 127.5 - 1
+    classes = pairs.classes[idx].clone()
+    if config.flip:
+        flip = (torch.rand(config.batch_size, generator=rng) < 0.5) & (pairs.mirrored[idx] >= 0)
+        base[flip] = base[flip].flip(-1)
+        target[flip] = target[flip].flip(-1)
+        classes[flip] = pairs.mirrored[idx][flip]
+    null = len(pairs.directions)
+    drop_class = torch.rand(config.batch_size, generator=rng) < config.dropout
+    drop_base = torch.rand(config.batch_size, generator=rng) < config.dropout
+    classes[drop_class | (classes < 0)] = null
+    base[drop_base] = 0.0
+    t = torch.randint(0, schedule.num_train_timesteps, (config.batch_size,), generator=rng)
+    noise = torch.randn(target.shape, generator=rng)
+    noisy = schedule.add_noise(target, noise, t)
+    return {"input": torch.cat([noisy, base], 1), "t": t, "classes": classes,
+            "target": schedule.training_target(target, noise, t)}
+
+
+def _fixed_val_batch(val: PairSet, schedule: NoiseSchedule) -> dict[str, Tensor]:
+    rng = torch.Generator().manual_seed(1234)
+    cfg = BuiltinConfig(batch_size=val.bases.shape[0], dropout=0.0, flip=False)
+    return _builtin_batch(val, cfg, schedule, rng, val.bases.shape[0])
+
+
+@torch.no_grad()
+def _val_loss(model: Any, batch: dict[str, Tensor]) -> float:
+    was_training = model.training
+    model.eval()
+    losses = []
+    for i in range(0, batch["t"].shape[0], 64):
+        sl = slice(i, i + 64)
+        pred = model(batch["input"][sl], batch["t"][sl], class_labels=batch["classes"][sl], return_dict=False)[0]
+        losses.append(F.mse_loss(pred, batch["target"][sl], reduction="sum"))
+    model.train(was_training)
+    return float(torch.stack(losses).sum() / batch["target"].numel())
