@@ -27,6 +27,9 @@ from .work import PriorSource, process
 MAX_WORKER_RESTARTS = 3
 """A worker process that dies (segfault, out-of-memory kill) is replaced at most this many times per device."""
 
+WIND_DOWN_S = 20.0
+"""How long, after a stop, the workers get to abandon their files before they are killed."""
+
 
 def run_here(run: Run, todo: Sequence[WorkItem], config: EditConfig, device: str, signals: StopSignals) -> None:
     """One worker, this process: the model is loaded at the first file that needs it."""
@@ -142,12 +145,12 @@ def run_pool(run: Run, todo: Sequence[WorkItem], config: EditConfig, devices: Se
         results.cancel_join_thread()
 
 
-def _wind_down(procs: dict[int, Any], handle: Callable[[tuple[Any, ...]], None], results: Any, timeout: float = 20.0) -> None:
+def _wind_down(procs: dict[int, Any], handle: Callable[[tuple[Any, ...]], None], results: Any) -> None:
     """Ask every worker to abandon its file (SIGTERM), keep the records of files that finished meanwhile."""
     for proc in procs.values():
         if proc.is_alive():
             os.kill(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + WIND_DOWN_S
     while procs and time.monotonic() < deadline:
         try:
             handle(results.get(timeout=0.2))
