@@ -23,9 +23,10 @@ from psd_tools import PSDImage
 from typer.testing import CliRunner
 
 from lasagna_cli.app import app
-from lasagna_core.batch import BatchOptions, EditConfig, discover, output_complete, parse_shard, plan, read_prompts, shard_of
+from lasagna_core.batch import BatchOptions, EditConfig, discover, parse_shard, plan, read_prompts, shard_of
 from lasagna_core.errors import UsageError
 from lasagna_core.priors import PriorSettings
+from lasagna_core.writing import result_complete
 from tests.conftest import REPO, gradient_rgb, to_uint8
 from tests.tiny_sd import make_tiny_sd
 
@@ -61,7 +62,7 @@ def assert_clean(out: Path) -> None:
     assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"
     assert not list(out.glob(".lasagna-batch*.lock")), "the lock of OUT was not released"
     for psd in out.rglob("*.psd"):
-        assert output_complete(psd), psd
+        assert result_complete(psd), psd
         PSDImage.open(psd).numpy()
     for sidecar in out.rglob("*.psd.json"):
         assert sidecar.with_suffix("").exists(), sidecar

@@ -1,6 +1,6 @@
 """The contract every registered prior family keeps, and a toy family registered from this file alone.
 
-`ToyPrior` below is one class and one registration: `lasagna shade` and `lasagna eval` reach it by
+`ToyPrior` below is one class and one registration: `lasagna shade`, `batch` and `eval` reach it by
 `--model toy-prior` with no edit anywhere else in the code base. The parametrised contract runs over every
 Lasagna family (built-in, Stable Diffusion with and without a ControlNet, tiny models) and the toy:
 shapes, determinism for a seed, finite gradients, refusals, and capabilities that tell the truth.
@@ -226,6 +226,26 @@ def test_toy_prior_shades_through_the_cli(picture: Path, tmp_path: Path) -> None
     assert [(layer.name, layer.blend_mode.name) for layer in PSDImage.open(out)][1:] == [("Shadows", "MULTIPLY"), ("Light", "SCREEN")]
     record = json.loads(out.with_name(out.name + ".json").read_text())
     assert (record["model"], record["prior"], record["prior_options"]) == (TOY, "toy", {})
+
+
+def test_toy_prior_runs_a_batch_through_the_cli(picture: Path, tmp_path: Path) -> None:
+    """`lasagna batch` on one device edits in this process, where the toy is registered. Worker processes
+    (`--devices cpu,cpu`, Ray) are fresh interpreters that know Lasagna's own families only, so this test
+    keeps to the one-device path."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        (src / name).write_bytes(picture.read_bytes())
+    out = tmp_path / "out"
+    code, stdout, err = run("batch", "shade", str(src), str(out), "-p", "light from the left", "-m", TOY, "--steps", "2",
+                            "--devices", "cpu", "--json")
+    assert code == 0, err
+    assert [(Path(rec["input"]).name, rec["status"]) for rec in map(json.loads, stdout.splitlines())] == [("a.png", "ok"), ("b.png", "ok")]
+    for name in ("a", "b"):
+        assert [(layer.name, layer.blend_mode.name) for layer in PSDImage.open(out / f"{name}.psd")][1:] == [
+            ("Shadows", "MULTIPLY"), ("Light", "SCREEN")]
+        record = json.loads((out / f"{name}.psd.json").read_text())
+        assert (record["model"], record["prior"]) == (TOY, "toy")
 
 
 def test_toy_prior_refuses_an_option_it_lacks_in_one_line(picture: Path, tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ The runner behind `lasagna batch`, one module per concern:
 - `prompts`: the `--prompts` file (CSV or JSONL: input -> prompt, seed)
 - `planning`: each input mapped to `OUT/<relative folder>/<stem>.psd` (never outside OUT, never onto an
   input), prompts attached, one shard kept
-- `outputs`: output naming, "complete" (PSD and sidecar both parse), and taking back an abandoned attempt
+- `outputs`: IN's relative paths mirrored into OUT, and taking back what one attempt made; naming a result,
+  its sidecar, "complete" and settling what a killed writer left are the writer's (`lasagna_core.writing`)
 - `work`: one file's edit (`edit.run_edit`), isolated: any failure becomes that file's record
 - `local`: this process, or one worker process per `--devices` entry; `ray_runner`: Ray tasks
 - `signals`: SIGINT/SIGTERM as `Interrupted`; `results`: the records, the JSONL log, the counts
@@ -14,16 +15,17 @@ The runner behind `lasagna batch`, one module per concern:
 
 Every file ends as one record (input, output, status ok|skipped|failed, error, seconds, seed), written to
 the JSONL log and handed to the caller; one file's failure never stops the others unless `fail_fast`.
-SIGINT and SIGTERM stop the run cleanly: the file in progress is abandoned and whatever it had written is
-removed (its output, sidecar, temporary files and any folder made for it), the records so far are kept, and
-the summary says which signal stopped the run so that the CLI exits 128 + signal (130, 143).
+SIGINT and SIGTERM stop the run cleanly: the file in progress is abandoned (the writer leaves its old result
+or none, never half of one; a folder made for it goes), except that a signal arriving while its result is
+being renamed into place waits for both renames, and that file is recorded ok. The records so far are kept,
+and the summary says which signal stopped the run so that the CLI exits 128 + signal (130, 143).
 
 Like the rest of `lasagna_core`, nothing here prints: callers get records and notices through callbacks.
 Torch is imported only where an edit actually runs.
 """
 
 from .inputs import INPUT_SUFFIXES, discover
-from .outputs import discard_partial, output_complete, output_for, sidecar_for
+from .outputs import output_for
 from .planning import parse_shard, plan, shard_of
 from .prompts import read_prompts
 from .results import record
@@ -45,7 +47,6 @@ from .work import PriorSource, process
 
 __all__ = [
     "INPUT_SUFFIXES", "BatchOptions", "BatchSummary", "EditConfig", "Interrupted", "NoticeCallback", "PlannedItem",
-    "PriorSource", "PromptEntry", "Record", "RecordCallback", "Source", "WorkItem", "discard_partial", "discover",
-    "output_complete", "output_for", "parse_shard", "plan", "process", "read_prompts", "record", "run_batch",
-    "shard_of", "sidecar_for",
+    "PriorSource", "PromptEntry", "Record", "RecordCallback", "Source", "WorkItem", "discover", "output_for",
+    "parse_shard", "plan", "process", "read_prompts", "record", "run_batch", "shard_of",
 ]

@@ -2,7 +2,9 @@
 
 Each worker loads the prior once (at its first file that needs it) and edits files from one shared queue;
 a worker that dies fails the file it held and is replaced. On SIGINT/SIGTERM the workers are asked to
-abandon their files, and whatever a killed worker left is removed.
+abandon their files. What a killed worker left is settled by the writer's rules (`discard_incomplete`: a
+commit it had begun is finished, anything else removed) - only once the worker is reaped, since the writer
+leaves alone the temporaries of a process that still exists, a zombie included.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .outputs import discard_partial
+from ..writing import discard_incomplete
 from .results import Run, record
 from .signals import StopSignals
 from .types import EditConfig, Interrupted, WorkItem
@@ -24,6 +26,9 @@ from .work import PriorSource, process
 
 MAX_WORKER_RESTARTS = 3
 """A worker process that dies (segfault, out-of-memory kill) is replaced at most this many times per device."""
+
+WIND_DOWN_S = 20.0
+"""How long, after a stop, the workers get to abandon their files before they are killed."""
 
 
 def run_here(run: Run, todo: Sequence[WorkItem], config: EditConfig, device: str, signals: StopSignals) -> None:
@@ -117,7 +122,7 @@ def run_pool(run: Run, todo: Sequence[WorkItem], config: EditConfig, devices: Se
                 index = current.get(slot)
                 if index is not None:
                     item = by_index[index]
-                    discard_partial(Path(item.output))
+                    discard_incomplete(Path(item.output))
                     run.emit(record(item.input, item.output, "failed",
                                     f"the worker on {devices[slot]} died while editing this file (exit code {proc.exitcode})",
                                     0.0, item.seed))
@@ -128,25 +133,24 @@ def run_pool(run: Run, todo: Sequence[WorkItem], config: EditConfig, devices: Se
     except Interrupted:
         quit_event.set()
         _wind_down(procs, handle, results)
+        _kill_and_reap(procs)
         for slot, index in current.items():  # anything a killed worker left behind
             if index is not None and index not in done:
-                discard_partial(Path(by_index[index].output))
+                discard_incomplete(Path(by_index[index].output))
         raise
     finally:
         quit_event.set()
-        for proc in procs.values():
-            proc.kill()
-            proc.join()
+        _kill_and_reap(procs)
         tasks.cancel_join_thread()
         results.cancel_join_thread()
 
 
-def _wind_down(procs: dict[int, Any], handle: Callable[[tuple[Any, ...]], None], results: Any, timeout: float = 20.0) -> None:
+def _wind_down(procs: dict[int, Any], handle: Callable[[tuple[Any, ...]], None], results: Any) -> None:
     """Ask every worker to abandon its file (SIGTERM), keep the records of files that finished meanwhile."""
     for proc in procs.values():
         if proc.is_alive():
             os.kill(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + WIND_DOWN_S
     while procs and time.monotonic() < deadline:
         try:
             handle(results.get(timeout=0.2))
@@ -156,6 +160,15 @@ def _wind_down(procs: dict[int, Any], handle: Callable[[tuple[Any, ...]], None],
                     procs.pop(slot).join()
         except Interrupted:
             continue  # a worker reporting the same stop
+
+
+def _kill_and_reap(procs: dict[int, Any]) -> None:
+    """Workers that did not stop in time are killed and waited for (reaped), so their temporaries count as a
+    dead writer's."""
+    for proc in procs.values():
+        proc.kill()
+        proc.join()
+    procs.clear()
 
 
 def _pool_worker(slot: int, device: str, config: EditConfig, threads: int, tasks: Any, results: Any, quit_event: Any) -> None:

@@ -1,18 +1,16 @@
-"""Output naming, completeness and clean-up: where a file's result goes, whether it is done, and how an
-abandoned attempt is taken back.
+"""Batch's own part of output handling: IN's relative paths mirrored into OUT, and taking back one attempt.
 
-Kept together and apart from the runners: it is the one place batch names and cleans its outputs, so a
-writer shared by every command can take its place here alone.
+Everything else about results - their name's suffix, the sidecar rule, "is this result complete", finishing
+or undoing what a killed writer left - is the writer's (`lasagna_core.writing`), shared with every command.
 """
 
 from __future__ import annotations
 
-import glob
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import OutputError
+from ..writing import result_complete, result_file, sidecar_for
 
 FileIdentity = tuple[int, int, int] | None
 """(inode, mtime in ns, size) of a file, or None when there is none."""
@@ -23,28 +21,7 @@ def output_for(out: Path, rel: Path) -> Path:
     parts = rel.parts
     if not parts or rel.is_absolute() or any(part in ("..", ".", "") for part in parts):
         raise OutputError(f"{rel}: its output would land outside the output folder")
-    return out.joinpath(*parts[:-1], Path(parts[-1]).stem + ".psd")
-
-
-def sidecar_for(output: Path) -> Path:
-    """A result is its PSD and this JSON record beside it (`a.psd` -> `a.psd.json`)."""
-    return output.with_name(output.name + ".json")
-
-
-def output_complete(output: Path) -> bool:
-    """An output counts as done only when the PSD and its sidecar are both there and both parse."""
-    from ..document import open_psd
-
-    sidecar = sidecar_for(output)
-    if not output.is_file() or not sidecar.is_file():
-        return False
-    try:
-        if not isinstance(json.loads(sidecar.read_text(encoding="utf-8")), dict):
-            return False
-        open_psd(output, max_pixels=1 << 62)
-    except Exception:  # unreadable, damaged, truncated: not done, so it is made again
-        return False
-    return True
+    return result_file(out.joinpath(*parts[:-1]), Path(parts[-1]).stem)
 
 
 def file_identity(path: Path) -> FileIdentity:
@@ -56,8 +33,23 @@ def file_identity(path: Path) -> FileIdentity:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def result_identities(output: Path) -> tuple[FileIdentity, FileIdentity]:
+    """The identities of a result's document and sidecar, taken before an attempt to compare after it."""
+    return file_identity(output), file_identity(sidecar_for(output))
+
+
+def committed(output: Path, before: tuple[FileIdentity, FileIdentity]) -> bool:
+    """Whether this attempt put a new complete result in place (both files replaced since `before`).
+
+    The writer commits a pair whole or not at all, with stop signals held until both renames are done; a
+    signal or error that surfaces after that finds the new pair complete, and it stays: deleting it would
+    lose the old pair as well as the new one."""
+    now = result_identities(output)
+    return all(new is not None and new != old for new, old in zip(now, before)) and result_complete(output)
+
+
 def make_parents(output: Path) -> list[Path]:
-    """Create the output's missing folders; returns them (deepest last) so a failure can take them back."""
+    """Create the output's missing folders; returns them (deepest first) so a failure can take them back."""
     missing = []
     parent = output.parent
     while not parent.exists():
@@ -68,31 +60,10 @@ def make_parents(output: Path) -> list[Path]:
     return missing
 
 
-def undo(output: Path, before: dict[Path, FileIdentity], made: Sequence[Path]) -> None:
-    """Remove what this attempt wrote: changed outputs, our temporary files, and folders made for it."""
-    for path, identity in before.items():
-        if file_identity(path) != identity and file_identity(path) is not None:
-            path.unlink(missing_ok=True)
-    remove_temporaries(output)
-    for folder in made:  # deepest first
+def remove_folders(made: Sequence[Path]) -> None:
+    """Take back the folders an attempt made (`make_parents`' list, deepest first), as far as they are empty."""
+    for folder in made:
         try:
             folder.rmdir()
         except OSError:
             break
-
-
-def remove_temporaries(output: Path) -> None:
-    """The atomic writer's temporary files of this output and its sidecar (`.NAME.*.tmp`)."""
-    for path in (output, sidecar_for(output)):
-        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # atomic_write's naming
-            tmp.unlink(missing_ok=True)
-
-
-def discard_partial(output: Path) -> None:
-    """After a worker was killed mid-file: its temporary files go, and a PSD without its sidecar (or the
-    reverse) is incomplete, so it goes too; a complete pair stays (the file was finished)."""
-    remove_temporaries(output)
-    sidecar = sidecar_for(output)
-    if output.exists() != sidecar.exists() or (output.exists() and not output_complete(output)):
-        output.unlink(missing_ok=True)
-        sidecar.unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError, reason
-from .outputs import discard_partial
+from ..writing import discard_incomplete
 from .results import Run, record
 from .signals import StopSignals
 from .types import EditConfig, Interrupted, Record, WorkItem
@@ -104,11 +104,11 @@ def _drive(ray: Any, run: Run, todo: list[WorkItem], submit: Callable[[WorkItem]
             try:
                 result = ray.get(ref)
             except Exception:
-                discard_partial(_path(item))
+                discard_incomplete(_path(item))
                 continue
             _report(run, result, item)  # it finished before the cancel reached it
         for item in in_flight.values():
-            discard_partial(_path(item))
+            discard_incomplete(_path(item))
         raise
 
 
@@ -132,7 +132,7 @@ def _collect(ray: Any, run: Run, ref: Any, item: WorkItem) -> None:
     try:
         result = ray.get(ref)
     except Exception as exc:  # the task's process died, or Ray could not run it
-        discard_partial(_path(item))
+        discard_incomplete(_path(item))
         run.emit(record(item.input, item.output, "failed", f"Ray task failed: {reason(exc)}", 0.0, item.seed))
         return
     _report(run, result, item)

@@ -13,10 +13,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ..errors import OutputError, UsageError
+from ..writing import remove_stale_temporaries, result_complete
 from .inputs import input_root
 from .local import run_here, run_pool
 from .lock import lock_out
-from .outputs import output_complete
 from .planning import plan
 from .results import Run, open_log, record
 from .signals import StopSignals, stop_signals
@@ -109,17 +109,25 @@ def _check_devices(devices: Sequence[str], precision: str) -> None:
 
 
 def _triage(run: Run, items: Sequence[PlannedItem], signals: StopSignals) -> list[WorkItem]:
-    """Report what needs no work (refused, or already complete) and return the rest as work items."""
+    """Report what needs no work (refused, or already complete) and return the rest as work items.
+
+    Each output folder is first settled by the writer's rules (what a killed run left: a commit it had begun
+    finished, its other temporaries removed), so a result a SIGKILL caught mid-rename counts as done, and no
+    temporary stays in a folder whose files are all skipped."""
     todo = []
+    settled: set[Path] = set()
     for index, item in enumerate(items):
         signals.check()
         if run.stop:
             break
         started = time.perf_counter()
         output = None if item.output is None else str(item.output)
+        if item.output is not None and item.output.parent not in settled:
+            settled.add(item.output.parent)
+            remove_stale_temporaries(item.output.parent)
         if item.error is not None:
             run.emit(record(str(item.source.path), output, "failed", item.error, time.perf_counter() - started, item.seed))
-        elif run.options.skip_existing and item.output is not None and output_complete(item.output):
+        elif run.options.skip_existing and item.output is not None and result_complete(item.output):
             run.emit(record(str(item.source.path), output, "skipped", None, time.perf_counter() - started, item.seed))
         else:
             assert item.output is not None and item.prompt is not None

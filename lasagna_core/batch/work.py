@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..edit_config import EditConfig, EditJob
 from ..errors import LasagnaError, ModelError, reason
-from .outputs import file_identity, make_parents, sidecar_for, undo
+from .outputs import committed, make_parents, remove_folders, result_identities
 from .results import record
 from .signals import StopSignals
 from .types import Record, WorkItem
@@ -75,18 +75,29 @@ def process(
     """Run one file: (its record, whether the failure is fatal for the whole worker - the model can't load).
 
     Never raises for a bad file: the project's errors, and any other exception, become a failed record.
-    On any failure or interruption, what this attempt wrote is removed, so nothing is left for that file.
-    Interruptions (Interrupted, KeyboardInterrupt) are re-raised after that cleanup. Only the edit itself is
-    interruptible by `stop`: once it has returned, the file is done and its record is returned.
+    On any failure or interruption, what this attempt wrote is taken back (the writer leaves the old result
+    or none; the folders made for it go) - except a new result already complete on disk, which stays. An
+    interruption is re-raised after that, unless it came once the result was complete and `stop` holds it:
+    then the file is done, its record is returned, and the runner's next `stop.check()` ends the run.
     """
     started = time.perf_counter()
     output = Path(item.output)
-    before = {path: file_identity(path) for path in (output, sidecar_for(output))}
+    before = result_identities(output)
     made: list[Path] = []
 
+    def take_back() -> bool:
+        """Remove what this attempt made unless its result is complete; says whether it was."""
+        done = committed(output, before)
+        if not done:
+            remove_folders(made)
+        return done
+
+    def finished(status: str, message: str | None = None) -> Record:
+        return record(item.input, item.output, status, message, time.perf_counter() - started, item.seed)
+
     def failed(message: str) -> Record:
-        undo(output, before, made)
-        return record(item.input, item.output, "failed", message, time.perf_counter() - started, item.seed)
+        take_back()
+        return finished("failed", message)
 
     try:
         try:
@@ -108,6 +119,7 @@ def process(
     except Exception as exc:  # a bug, or a library failing on this file: isolated to it, reported in one line
         return failed(f"internal error: {reason(exc, with_type=True)}"), False
     except BaseException:
-        undo(output, before, made)
+        if take_back() and stop is not None and stop.signum is not None:
+            return finished("ok"), False  # the signal was held until the pair was in place: the file is done
         raise
-    return record(item.input, item.output, "ok", None, time.perf_counter() - started, item.seed), False
+    return finished("ok"), False
