@@ -77,6 +77,11 @@ def probe(target: Path) -> None:
     os.unlink(tmp)
 
 
+class WrittenUnsynced(OSError):
+    """Every file of the write is in place, but what came after the last rename (syncing the folder) failed:
+    the new result is there and complete, only its durability across a power cut is in doubt."""
+
+
 def write_files(main: Path, write_main: Writer, companions: Sequence[tuple[str, bytes]] = ()) -> None:
     """Write `main` (by `write_main`) and each companion `main.name + suffix` (its bytes): afterwards all of
     them are the new files, or - after any error, interruption or kill - none of them changed."""
@@ -153,8 +158,11 @@ def _commit(main: Path, main_tmp: Path, others: Sequence[tuple[Path, Path]], tem
                 raise
             if kept is not None:
                 kept.unlink()
-        _sync_folder(main.parent)
-        checkpoint("sidecar-renamed" if others else "renamed", interrupted=interrupted)
+        try:
+            _sync_folder(main.parent)
+            checkpoint("sidecar-renamed" if others else "renamed", interrupted=interrupted)
+        except OSError as exc:
+            raise WrittenUnsynced(exc.errno, exc.strerror) from None
 
 
 def _keep(main: Path, backup: Path) -> Path | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from ..errors import OutputError, UsageError
-from .atomic import name_bytes, name_limit, probe, remove_stale_temporaries, write_files
+from .atomic import WrittenUnsynced, name_bytes, name_limit, probe, remove_stale_temporaries, write_files
 from .images import IMAGE_FORMATS, PNG, ImageFormat
 
 if TYPE_CHECKING:
@@ -229,5 +229,8 @@ def _write_errors(path: Path, what: str = "can't be written, nothing was changed
     put everything back as it was."""
     try:
         yield
+    except WrittenUnsynced as exc:
+        raise OutputError(f"{path}: written, but its folder could not be synced to disk ({exc.strerror or exc}); "
+                          "check the disk") from None
     except OSError as exc:
         raise OutputError(f"{path}: {what} ({exc.strerror or exc})") from None
