@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,25 @@ def png16(path: Path, samples: np.ndarray) -> Path:
 
     header = struct.pack(">IIBBBBB", width, height, 16, {3: 2, 4: 6}[channels], 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+def tiff16(path: Path, samples: np.ndarray, *, compression: int = 1) -> Path:
+    """A one-strip little-endian 16-bit RGB(A) TIFF written by hand (PIL can't write one): uint16 [H, W, C].
+    `compression` is only the tag (1 none, 8 Deflate, with the strip deflated), to see a compressed file said."""
+    height, width, channels = samples.shape
+    data = samples.astype("<u2").tobytes()
+    data = zlib.compress(data) if compression == 8 else data
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, channels, "bits"), (259, 3, 1, compression),
+            (262, 3, 1, 2), (273, 4, 1, "data"), (277, 3, 1, channels), (278, 3, 1, height), (279, 4, 1, len(data)),
+            (284, 3, 1, 1)] + ([(338, 3, 1, 2)] if channels == 4 else [])
+    bits_at = 8 + 2 + 12 * len(tags) + 4
+    data_at = bits_at + 2 * channels
+    ifd = struct.pack("<H", len(tags))
+    for tag, kind, count, value in tags:
+        value = {"bits": bits_at, "data": data_at}.get(value, value) if isinstance(value, str) else value
+        ifd += struct.pack("<HHIHH", tag, kind, count, value, 0) if kind == 3 and count == 1 else struct.pack("<HHII", tag, kind, count, value)
+    path.write_bytes(b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + struct.pack(f"<{channels}H", *[16] * channels) + data)
     return path
 
 
@@ -94,13 +114,14 @@ def test_gimp_shows_the_picture_of_a_shaded_layerless_psd(tmp_path: Path, flat_p
 # ------------------------------------------------------------------------------------ 16-bit colour
 
 
+@pytest.mark.parametrize("writer", [png16, tiff16])
 @pytest.mark.parametrize("channels", [3, 4])
-def test_sixteen_bit_colour_pngs_stay_sixteen_bit_end_to_end(tmp_path: Path, channels: int) -> None:
+def test_sixteen_bit_colour_pngs_and_tiffs_stay_sixteen_bit_end_to_end(tmp_path: Path, channels: int, writer: Any) -> None:
     rng = np.random.default_rng(1)
     samples = rng.integers(0, 65536, (24, 32, channels), dtype=np.uint16)
     if channels == 4:
         samples[:, :, 3] = np.linspace(1000, 65535, 32, dtype=np.uint16)
-    path = png16(tmp_path / "deep.png", samples)
+    path = writer(tmp_path / f"deep.{writer.__name__[:3]}", samples)
     doc = load(path)
     assert doc.depth == 16
     np.testing.assert_array_equal(np.rint(doc.base * 65535).astype(np.uint16), samples[:, :, :3].transpose(2, 0, 1))
@@ -113,6 +134,13 @@ def test_sixteen_bit_colour_pngs_stay_sixteen_bit_end_to_end(tmp_path: Path, cha
     code, _, _ = cli("flatten", str(path), "-o", str(tmp_path / "flat.png"))
     assert code == 0
     np.testing.assert_array_equal(np.rint(read_png(tmp_path / "flat.png") * 65535).astype(np.uint16), samples)
+
+
+def test_a_compressed_sixteen_bit_colour_tiff_says_it_is_read_at_eight_bits(tmp_path: Path) -> None:
+    samples = np.random.default_rng(2).integers(0, 65536, (12, 16, 3), dtype=np.uint16)
+    doc = load(tiff16(tmp_path / "deep.tif", samples, compression=8))
+    assert doc.depth == 8 and any("read at 8 bits" in text for text in doc.notices), doc.notices
+    np.testing.assert_allclose(doc.base, (samples >> 8).transpose(2, 0, 1) / 255.0, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------ layer paths
