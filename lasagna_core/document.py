@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import DocumentError, ImageTooLargeError, LasagnaError, UnsupportedDocumentError, UsageError, reason
 from .layer_paths import find_layer
 from .layers import BlendMode, GroupNode, Node, PixelNode
+from .sixteen_bit import sixteen_bit_colour
 
 DEFAULT_MAX_PIXELS = 150_000_000
 """Refuse documents above this many pixels (a 12k x 12k image) unless the user raises the limit."""
@@ -324,7 +325,7 @@ def _load_raster(path: Path, *, max_pixels: int) -> Document:
             check_pixel_limit(path, image.width, image.height, max_pixels)
             if getattr(image, "n_frames", 1) > 1:
                 notices.append(f"{path.name} has {image.n_frames} frames; using the first")
-            wide = _sixteen_bit_colour(path, image, notices)
+            wide = sixteen_bit_colour(path, image, notices)
             if wide is not None:
                 array, depth = np.ascontiguousarray(wide.transpose(2, 0, 1), dtype=np.float32) / np.float32(65535.0), 16
             else:
@@ -373,46 +374,6 @@ def _pil_to_float(path: Path, image: Any, notices: list[str]) -> tuple[np.ndarra
     data = np.asarray(image, dtype=np.float32) / 255.0
     data = data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
     return np.ascontiguousarray(data), 8
-
-
-_WIDE_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "RGB;16L": "RGB;16B", "RGBA;16L": "RGBA;16B"}
-"""The 16-bit colour sample layouts PIL reads a byte of, and the same samples read with the other byte order."""
-_SIXTEEN_BIT_COLOUR = {*_WIDE_RAWMODES, "RGB;16N", "RGBA;16N"}  # 16N: libtiff's decoder (compressed TIFF)
-
-
-def _sixteen_bit_colour(path: Path, image: Any, notices: list[str]) -> np.ndarray | None:
-    """A 16-bit RGB or RGBA PNG or uncompressed TIFF as uint16 [H, W, C] (EXIF orientation applied), else None.
-
-    PIL holds at most 8 bits per sample of a colour image and keeps only each sample's high byte. Its decoder
-    is still what unfilters the rows (PNG) or finds the strips (TIFF): decoding once more with the other byte
-    order keeps each sample's low byte instead, and the two halves together are the file's 16 bits. A
-    compressed 16-bit colour TIFF is read at 8 bits, and the notice says so."""
-    from PIL import Image, ImageOps
-
-    tile = getattr(image, "tile", None) or []
-    rawmodes = {_rawmode(t.args) for t in tile}
-    if image.format not in ("PNG", "TIFF") or len(rawmodes) != 1 or not rawmodes <= _SIXTEEN_BIT_COLOUR:
-        return None
-    if any(t.codec_name not in ("raw", "zip") for t in tile) or not rawmodes <= set(_WIDE_RAWMODES):
-        notices.append(f"{path.name}: a compressed 16-bit colour TIFF is read at 8 bits per channel; "
-                       "save it as a 16-bit PNG (or an uncompressed TIFF) to keep full precision")
-        return None
-    (own,) = rawmodes
-    halves = []
-    for rawmode in (own, _WIDE_RAWMODES[own]):
-        with Image.open(path) as half:
-            half.tile = [t._replace(args=_with_rawmode(t.args, rawmode)) for t in half.tile]
-            half.load()
-            halves.append(np.asarray(ImageOps.exif_transpose(half), dtype=np.uint16))
-    return (halves[0] << 8) | halves[1]
-
-
-def _rawmode(args: Any) -> Any:
-    return args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else None
-
-
-def _with_rawmode(args: Any, rawmode: str) -> Any:
-    return rawmode if isinstance(args, str) else (rawmode, *args[1:])
 
 
 _MODE_NAMES = {"1": "1-bit bitmap", "P": "indexed colour", "PA": "indexed colour", "CMYK": "CMYK"}
