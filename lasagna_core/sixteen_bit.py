@@ -1,13 +1,15 @@
 """16-bit colour rasters that PIL would cut to 8 bits: PIL holds at most 8 bits per sample of a colour image,
 so the file is decoded twice, once per byte of each sample. Kept apart from document.py, which reads every
-kind of file, because it is a workaround for one library's limit with its own small vocabulary (rawmodes)."""
+kind of file, because it is a workaround for one library's limit with its own small vocabulary (rawmodes).
+Like document.py it imports numpy only when it decodes: `--help` and `templates` start without it."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 _WIDE_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "RGB;16L": "RGB;16B", "RGBA;16L": "RGBA;16B"}
 """The 16-bit colour sample layouts PIL reads a byte of, and the same samples read with the other byte order."""
@@ -21,6 +23,7 @@ def sixteen_bit_colour(path: Path, image: Any, notices: list[str]) -> np.ndarray
     is still what unfilters the rows (PNG) or finds the strips (TIFF): decoding once more with the other byte
     order keeps each sample's low byte instead, and the two halves together are the file's 16 bits. A
     compressed 16-bit colour TIFF is read at 8 bits, and the notice says so."""
+    import numpy as np
     from PIL import Image, ImageOps
 
     tile = getattr(image, "tile", None) or []

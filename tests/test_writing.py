@@ -32,9 +32,12 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def _as_pid(name: str, pid: int) -> str:
-    """A temporary name as a writer with another process id would have made it."""
-    return name.replace(f"-{os.getpid()}-", f"-{pid}-")
+def _as_pid(pid: int, target: str, token: str, role: str) -> str:
+    """The temporary name a writer with process id `pid` makes (its length depends on the pid's digits)."""
+    from unittest import mock
+
+    with mock.patch("os.getpid", return_value=pid):
+        return temporary_name(target, token, role)
 
 
 @pytest.mark.parametrize("stem", ["a" * 235, "é" * 117])
@@ -77,8 +80,8 @@ def test_a_killed_commit_is_rolled_forward_when_the_main_file_was_renamed(tmp_pa
     main = tmp_path / ("x" * 235 + ".psd")  # a cut name: the target is found by its hash
     main.write_bytes(b"new psd")
     main.with_name(main.name + ".json").write_bytes(b"old json")
-    (tmp_path / _as_pid(temporary_name(main.name, "tok123", "c.json"), dead)).write_bytes(b"new json")
-    (tmp_path / _as_pid(temporary_name(main.name, "tok123", "b"), dead)).write_bytes(b"old psd")
+    (tmp_path / _as_pid(dead, main.name, "tok123", "c.json")).write_bytes(b"new json")
+    (tmp_path / _as_pid(dead, main.name, "tok123", "b")).write_bytes(b"old psd")
     assert len(remove_stale_temporaries(tmp_path)) == 2
     assert main.read_bytes() == b"new psd" and main.with_name(main.name + ".json").read_bytes() == b"new json"
     assert _temporaries(tmp_path) == []
@@ -89,7 +92,7 @@ def test_a_killed_write_before_the_commit_is_rolled_back(tmp_path: Path) -> None
     main = tmp_path / "out.psd"
     main.write_bytes(b"old psd")
     for role, data in (("m", b"new psd"), ("c.json", b"new json"), ("b", b"old psd")):
-        (tmp_path / _as_pid(temporary_name(main.name, "tok123", role), dead)).write_bytes(data)
+        (tmp_path / _as_pid(dead, main.name, "tok123", role)).write_bytes(data)
     remove_stale_temporaries(tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["out.psd"] and main.read_bytes() == b"old psd"
 
@@ -101,8 +104,8 @@ def test_a_killed_undo_puts_the_old_main_back(tmp_path: Path) -> None:
     main = tmp_path / "out.psd"
     main.write_bytes(b"new psd")
     (tmp_path / "out.psd.json").write_bytes(b"old json")
-    (tmp_path / _as_pid(temporary_name(main.name, "tok123", "x.json"), dead)).write_bytes(b"new json")
-    (tmp_path / _as_pid(temporary_name(main.name, "tok123", "b"), dead)).write_bytes(b"old psd")
+    (tmp_path / _as_pid(dead, main.name, "tok123", "x.json")).write_bytes(b"new json")
+    (tmp_path / _as_pid(dead, main.name, "tok123", "b")).write_bytes(b"old psd")
     remove_stale_temporaries(tmp_path)
     assert main.read_bytes() == b"old psd" and (tmp_path / "out.psd.json").read_bytes() == b"old json"
     assert _temporaries(tmp_path) == []
@@ -120,7 +123,7 @@ def test_only_dead_writers_temporaries_of_this_machine_are_touched(tmp_path: Pat
     ]
     for name in kept:
         (tmp_path / name).write_bytes(b"keep")
-    stale = tmp_path / _as_pid(ours, dead)
+    stale = tmp_path / _as_pid(dead, "out.psd", "tok123", "m")
     stale.write_bytes(b"stale")
     assert remove_stale_temporaries(tmp_path) == [stale]
     assert sorted(os.listdir(tmp_path)) == sorted(kept)
