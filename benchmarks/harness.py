@@ -173,9 +173,9 @@ def sd15_prior(*, controlnet: bool = False, device: str = "cpu", dtype: Any = No
 def builtin_prior() -> Any:
     """The shipped built-in prior when its weights are installed, else its default architecture (the one
     `lasagna train builtin` trains, at its default 32 px) with random weights: same shapes, same FLOPs."""
-    from lasagna_core.priors import PriorSettings, builtin, load_prior
+    from lasagna_core.priors import PriorSettings, builtin, load_prior, pixel_file
 
-    if builtin.shipped_weights().is_file():
+    if builtin.BuiltinPrior.shipped().is_file():
         return load_prior(PriorSettings("builtin", device="cpu"))
     from lasagna_core.directions import DIRECTION_NAMES
     from lasagna_core.train.builtin import BuiltinConfig
@@ -185,8 +185,8 @@ def builtin_prior() -> Any:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        unet = builtin.new_unet(builtin.default_unet_config(size, len(DIRECTION_NAMES)))
-    return builtin.BuiltinPrior(unet, directions=list(DIRECTION_NAMES), scheduler_config=builtin.default_scheduler_config(),
+        unet = pixel_file.new_unet(builtin.default_unet_config(size, len(DIRECTION_NAMES)))
+    return builtin.BuiltinPrior(unet, classes=list(DIRECTION_NAMES), scheduler_config=pixel_file.default_scheduler_config(),
                                 source="builtin-random")
 
 

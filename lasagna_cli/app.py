@@ -100,7 +100,10 @@ def flatten(
 
 
 app.command("shade")(make_edit_command("shade", "Distil shading into a Multiply (shadows) and a Screen (light) layer."))
-app.command("colorize")(make_edit_command("colorize", "Distil colour into a Normal layer with alpha (or Multiply flats with -t colorize-multiply)."))
+app.command("colorize")(make_edit_command(
+    "colorize", "Colour line art as flats (one colour per closed region, Multiply under the ink) or a greyscale picture with a Color layer; offline, no prompt needed.",
+    prompt_required=False,
+))
 app.command("batch", cls=BatchCommand)(batch_command)
 
 

@@ -1,4 +1,4 @@
-"""`lasagna dataset ...`: make training data for the built-in relighting prior. numpy and the renderer are
+"""`lasagna dataset ...`: make training data for the built-in priors. numpy and the renderer are
 imported inside the command, so `lasagna --help` stays fast."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import typer
 
 from .console import guarded, print_json, progress_bar, say
 
-dataset_app = typer.Typer(help="Make relighting training data: synthetic scenes, or flat emoji art inflated into 3-D, rendered under named light directions.", no_args_is_help=True)
+dataset_app = typer.Typer(help="Make training data: relighting pairs (synthetic scenes, or flat emoji art inflated into 3-D and lit from named directions) and colouring pairs (line art drawn from emoji art).", no_args_is_help=True)
 
 # Options both commands take, with the same meaning.
 SIZE = typer.Option(64, "--size", "-s", min=8, max=4096, help="Picture width and height in pixels.")
@@ -20,6 +20,12 @@ SUPERSAMPLE = typer.Option(2, "--supersample", min=1, max=8, help="Rays per pixe
 WORKERS = typer.Option(0, "--workers", "-j", min=0, help="Processes rendering in parallel; 0: one per CPU core (the files do not depend on it).")
 OVERWRITE = typer.Option(False, "--overwrite", help="Write into a non-empty folder, replacing a data set already there.")
 JSON = typer.Option(False, "--json", help="Print a summary as one JSON object on stdout.")
+# Options the two commands that read emoji packages share.
+PACKAGES_THEN_OUT = typer.Argument(..., metavar="SRC... OUT", help="Unpacked package folders (npm pack @iconify-json/fluent-emoji-flat or @twemoji/svg, then tar xzf), then the folder to write images/, manifest.jsonl and dataset.json into.")
+DESIGN_COUNT = typer.Option(0, "--count", "-n", min=0, help="Number of scenes; 0: one per selected design (more repeats designs in new places).")
+DESIGN_SEED = typer.Option(0, "--seed", min=0, help="Random seed for placements and looks (splits go by design name, not by seed).")
+DESIGN_VAL = typer.Option(0.1, "--val-fraction", min=0.0, max=0.99, help="Share of designs in the validation split.")
+DESIGN_TEST = typer.Option(0.1, "--test-fraction", min=0.0, max=0.99, help="Share of designs in the held-out test split.")
 
 
 @contextmanager
@@ -82,12 +88,12 @@ def _auto_workers(count: int) -> int:
 @dataset_app.command("flat-art")
 @guarded
 def flat_art(
-    paths: list[Path] = typer.Argument(..., metavar="SRC... OUT", help="Unpacked package folders (npm pack @iconify-json/fluent-emoji-flat or @twemoji/svg, then tar xzf), then the folder to write images/, manifest.jsonl and dataset.json into."),
-    count: int = typer.Option(0, "--count", "-n", min=0, help="Number of scenes, each one line per light direction; 0: one per selected design (more repeats designs with new shots)."),
+    paths: list[Path] = PACKAGES_THEN_OUT,
+    count: int = DESIGN_COUNT,
     size: int = SIZE,
-    seed: int = typer.Option(0, "--seed", min=0, help="Random seed for placements, backgrounds and lights (splits go by design name, not by seed)."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.99, help="Share of designs in the validation split."),
-    test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=0.99, help="Share of designs in the held-out test split."),
+    seed: int = DESIGN_SEED,
+    val_fraction: float = DESIGN_VAL,
+    test_fraction: float = DESIGN_TEST,
     supersample: int = SUPERSAMPLE,
     colored_lights: float = typer.Option(0.0, "--colored-lights", min=0.0, max=1.0, help="Share of pairs lit by a coloured light (warm, sunset, moonlight, ...), named in the prompt and the manifest."),
     shadow_tint: float = typer.Option(0.5, "--shadow-tint", min=0.0, max=1.0, help="Share of the coloured pairs whose shadows take the colour's cool or complementary tint."),
@@ -96,12 +102,9 @@ def flat_art(
     json_output: bool = JSON,
 ) -> None:
     """Inflate single-object emoji art (Fluent Emoji Flat, Twemoji) into 3-D shapes and render it flat (the base) and under each named light direction, with cast shadows, as PNGs plus a manifest.jsonl that `lasagna train` reads."""
-    from lasagna_core.errors import UsageError
     from lasagna_core.flatart.dataset import generate
 
-    if len(paths) < 2:
-        raise UsageError("give at least one package folder and then the output folder: lasagna dataset flat-art SRC... OUT")
-    *sources, out_dir = paths
+    sources, out_dir = _packages_then_out(paths, "flat-art")
     workers = workers or _auto_workers(count or 1000)  # 0: one scene per design, about 1,400 with both packages
     with _progress("rendering flat art") as on_progress:
         result = generate(
@@ -119,3 +122,51 @@ def flat_art(
             f"wrote {result.scenes} scenes of {designs} designs ({splits}) x {len(result.directions)} directions = "
             f"{result.pairs} pairs ({result.colored_pairs} in coloured light) to {result.manifest} in {result.seconds:.1f} s"
         )
+
+
+@dataset_app.command("line-art")
+@guarded
+def line_art(
+    paths: list[Path] = PACKAGES_THEN_OUT,
+    count: int = DESIGN_COUNT,
+    size: int = SIZE,
+    seed: int = DESIGN_SEED,
+    val_fraction: float = DESIGN_VAL,
+    test_fraction: float = DESIGN_TEST,
+    supersample: int = typer.Option(4, "--supersample", min=1, max=8, help="Draw at this multiple of --size and box-filter down (anti-aliased lines)."),
+    styles: str = typer.Option("ink,brush,pencil,gaps", "--styles", help="Comma-separated line styles, one line-art picture each: ink, brush, pencil, gaps."),
+    splits: str = typer.Option("train,val,test", "--splits", help="Comma-separated splits whose designs to draw (e.g. 'test' for a held-out set at another size)."),
+    workers: int = WORKERS,
+    overwrite: bool = OVERWRITE,
+    json_output: bool = JSON,
+) -> None:
+    """Colouring data from single-object emoji art (Fluent Emoji Flat, Twemoji): line art drawn along each design's colour regions in several styles, and its greyscale, each paired with the flat colours (the truth), as PNGs plus a manifest.jsonl that `lasagna train color` reads."""
+    from lasagna_core.flatart.coloring import generate
+
+    sources, out_dir = _packages_then_out(paths, "line-art")
+    workers = workers or _auto_workers(count or 1000)
+    with _progress("drawing line art") as on_progress:
+        result = generate(
+            sources, out_dir, count=count, size=size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+            supersample=supersample, workers=workers, overwrite=overwrite,
+            styles=_names(styles), splits=_names(splits), on_progress=on_progress,
+        )
+    if json_output:
+        print_json(result.as_dict())
+    else:
+        splits = ", ".join(f"{n} {name}" for name, n in result.splits.items())
+        say(f"wrote {result.scenes} scenes ({splits} designs) x {len(result.styles)} line styles + greyscale = "
+            f"{result.pairs} pairs to {result.manifest} in {result.seconds:.1f} s")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _packages_then_out(paths: list[Path], command: str) -> tuple[list[Path], Path]:
+    from lasagna_core.errors import UsageError
+
+    if len(paths) < 2:
+        raise UsageError(f"give at least one package folder and then the output folder: lasagna dataset {command} SRC... OUT")
+    *sources, out_dir = paths
+    return sources, out_dir

@@ -16,18 +16,22 @@ from .console import notice, print_json, progress_bar, say, user_errors
 from .prior_flags import with_prior_options
 
 
-def make_edit_command(default_template: str, summary: str) -> Callable[..., None]:
-    """Build a Typer command whose only difference from its siblings is the default template."""
+def make_edit_command(default_template: str, summary: str, *, prompt_required: bool = True) -> Callable[..., None]:
+    """Build a Typer command whose differences from its siblings are the default template and whether a
+    prompt is required (colouring needs none: the colour comes from the drawing and the hints)."""
+    prompt_help = ("What the edit should do, e.g. 'light from the left'." if prompt_required
+                   else "Optional colour words, e.g. 'a red car' (the first colour goes to the largest region).")
 
     @with_prior_options
     def command(
         input: Path = typer.Argument(..., help="Image or PSD/PSB to edit (never overwritten)."),
-        prompt: str = typer.Option(..., "--prompt", "-p", help="What the edit should do, e.g. 'light from the left'."),
+        prompt: str = typer.Option(... if prompt_required else "", "--prompt", "-p", help=prompt_help),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="PSD to write (default: INPUT.lasagna.psd beside the input)."),
         template: str = typer.Option(default_template, "--template", "-t", help="Built-in template name (see `lasagna templates`) or a .toml file."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Diffusion prior: hub id, local folder or .safetensors file (default: the template's)."),
         layer: Optional[str] = typer.Option(None, "--layer", "-l", help="PSD layer (name or Group/Name) to use as the base; new layers are clipped to it."),
         mask: Optional[Path] = typer.Option(None, "--mask", help="Image whose alpha (or gray) confines the edit."),
+        hints: Optional[Path] = typer.Option(None, "--hints", help="Colour hints: an image the document's size whose opaque pixels are colour dots or scribbles (a PSD's 'Hints' layer is read too)."),
         steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimisation steps (default: the template's)."),
         guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale (default: the template's)."),
         seed: int = typer.Option(0, "--seed", help="Random seed: same seed, inputs and device give the same layer."),
@@ -51,7 +55,7 @@ def make_edit_command(default_template: str, summary: str) -> Callable[..., None
                 template=template, prior=PriorSettings(model, device, precision, prior_options or {}), layer=layer,
                 steps=steps, guidance=guidance, variations=variations, max_pixels=max_pixels,
             )
-            job = EditJob(input=input, prompt=prompt, config=config, output=output, seed=seed, mask=mask,
+            job = EditJob(input=input, prompt=prompt, config=config, output=output, seed=seed, mask=mask, hints=hints,
                           preview_dir=preview, preview_every=preview_every, overwrite_input=overwrite_input)
             with _progress() as on_progress:
                 result = run_edit(job, on_progress=on_progress, on_notice=notice)

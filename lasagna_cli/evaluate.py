@@ -18,8 +18,8 @@ def eval_command(
     split: str = typer.Option("test", "--split", help="Which split to evaluate: test (held out, for reporting) or val (for tuning settings)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Evaluate a fixed, seeded sample of N cases (default: all)."),
     out: list[Path] = typer.Option([], "--out", "-o", help="Write the results: .json (every case) or .md (the table). Repeatable."),
-    model: str = typer.Option("builtin", "--model", "-m", help="Prior to distil from and sample (default: the built-in prior)."),
-    template: str = typer.Option("shade", "--template", "-t", help="Edit template whose layers Lasagna distils."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Prior to distil from and sample (default: the built-in relighting prior, or the colouring one for colouring data)."),
+    template: str = typer.Option("shade", "--template", "-t", help="Edit template whose layers Lasagna distils (relighting data; colouring data uses colorize and colorize-grey)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Distillation steps (default: the template's)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="SDS guidance (default: the template's)."),
     direct_steps: int = typer.Option(50, "--direct-steps", min=1, help="DDIM steps of the direct-generation baseline."),
@@ -33,18 +33,27 @@ def eval_command(
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
     prior_options: dict[str, Any] | None = None,
 ) -> None:
-    """Measure relighting quality: PSNR/SSIM vs ground truth, chroma drift, edge similarity, direction accuracy."""
-    from lasagna_core.evaluate.report import markdown_table, write_report
-    from lasagna_core.evaluate.run import METHODS, evaluate
+    """Measure quality on a held-out split. Relighting data: PSNR/SSIM vs ground truth, chroma drift, edge
+    similarity, direction accuracy. Colouring data (`lasagna dataset line-art`): regions in one colour,
+    colour across lines, hint adherence, unhinted colour error, named hues, greyscale lightness drift."""
+    from lasagna_core.errors import UsageError
+    from lasagna_core.evaluate.coloring_run import is_coloring_data
     from lasagna_core.priors import PriorSettings
 
-    for path in out:  # write_report writes Markdown for any other name: refuse, before minutes of work
+    for path in out:  # the writers write Markdown for any other name: refuse, before minutes of work
         if path.suffix.lower() not in (".json", ".md"):
-            from lasagna_core.errors import UsageError
-
             raise UsageError(f"--out {path.name}: name it .json (every case) or .md (the table)")
+    if is_coloring_data(data):
+        if photos or skimage_photos:
+            raise UsageError("--photo and --skimage-photos measure light direction: they go with relighting data, not colouring data")
+        _eval_coloring(data, split, limit, out, model or "builtin-color", steps, direct_steps, direct, pictures, seed,
+                       device, json_output, prior_options or {})
+        return
+    from lasagna_core.evaluate.report import markdown_table, write_report
+    from lasagna_core.evaluate.run import METHODS, evaluate
+
     named = [(p.stem, _load(p)) for p in photos] + (_skimage_photos() if skimage_photos else [])  # a bad path fails first
-    prior = PriorSettings(model, device, options=prior_options or {})
+    prior = PriorSettings(model or "builtin", device, options=prior_options or {})
     report = evaluate(
         data, prior_settings=prior, template=template, limit=limit, split=split, seed=seed, steps=steps, guidance=guidance,
         direct_steps=direct_steps, direct_guidance=direct_guidance, photos=named, pictures=pictures,
@@ -57,6 +66,24 @@ def eval_command(
         print_json({k: v for k, v in report.to_json().items() if k != "results"})
     else:
         show(markdown_table(report))
+
+
+def _eval_coloring(data: Path, split: str, limit: int | None, out: list[Path], model: str, steps: int | None,
+                   direct_steps: int, direct: bool, pictures: Path | None, seed: int, device: str, json_output: bool,
+                   prior_options: dict[str, Any]) -> None:
+    from lasagna_core.evaluate.coloring_run import coloring_table, evaluate_coloring, write_coloring_report
+    from lasagna_core.priors import PriorSettings
+
+    report = evaluate_coloring(data, prior_settings=PriorSettings(model, device, options=prior_options), split=split,
+                               limit=limit, seed=seed, steps=steps, direct=direct, direct_steps=direct_steps,
+                               pictures=pictures, on_progress=_progress)
+    for path in out:
+        write_coloring_report(report, path)
+        say(f"wrote {path}")
+    if json_output:
+        print_json({k: v for k, v in report.to_json().items() if k != "results"})
+    else:
+        show(coloring_table(report))
 
 
 def _progress(done: int, total: int, method: str) -> None:

@@ -11,7 +11,7 @@ import typer
 
 from .console import guarded, print_json, progress_bar, say
 
-train_app = typer.Typer(help="Train a relighting prior on a manifest (see `lasagna dataset synth`).", no_args_is_help=True)
+train_app = typer.Typer(help="Train a prior on a manifest (see `lasagna dataset`).", no_args_is_help=True)
 
 Data = typer.Option(..., "--data", "-d", help="Folder with manifest.jsonl (or the manifest file itself).")
 Steps = typer.Option(None, "--steps", min=1, help="Total optimisation steps (counting steps already done when resuming).")
@@ -54,6 +54,41 @@ def builtin(
     )
     with _progress("training built-in prior", log_every) as on_progress:
         result = train_builtin(data, out, config, on_progress=on_progress)
+    _report(result, json_output)
+
+
+@train_app.command("color")
+@guarded
+def color(
+    data: Path = Data,
+    out: Path = typer.Option(..., "--out", "-o", help="Weights file to write (.safetensors; a .sha256 and .loss.png go beside it)."),
+    steps: Optional[int] = Steps,
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Examples per step."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Peak learning rate (linear warm-up, cosine decay)."),
+    size: int = typer.Option(64, "--size", min=8, help="Training resolution in pixels (square); the prior's working size."),
+    class_dropout: float = typer.Option(0.5, "--class-dropout", min=0.0, max=1.0, help="Share of examples trained with no colour word."),
+    no_hints: float = typer.Option(0.4, "--no-hints", min=0.0, max=1.0, help="Share of examples trained with no hint dots."),
+    init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from this colouring prior ('builtin-color' or a weights file)."),
+    seed: int = Seed,
+    resume: bool = Resume,
+    checkpoint_every: int = CheckpointEvery,
+    max_minutes: Optional[float] = MaxMinutes,
+    log_every: int = LogEvery,
+    json_output: bool = Json,
+) -> None:
+    """Train the built-in colouring prior (the default model of `lasagna colorize`) on `lasagna dataset line-art` data."""
+    from lasagna_core.train.color import ColorConfig, train_color
+
+    if size % 8:
+        from lasagna_core.errors import UsageError
+
+        raise UsageError("--size must be a multiple of 8")
+    config = ColorConfig(
+        steps=steps or ColorConfig.steps, batch_size=batch_size, learning_rate=lr, size=size, class_dropout=class_dropout,
+        no_hints=no_hints, seed=seed, resume=resume, checkpoint_every=checkpoint_every, max_minutes=max_minutes, init=init,
+    )
+    with _progress("training colouring prior", log_every) as on_progress:
+        result = train_color(data, out, config, on_progress=on_progress)
     _report(result, json_output)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .color import PSD_LUMA
 from .layers import BlendMode, GroupNode, Node, PixelNode
 
 __all__ = ["mix", "blend", "composite", "to_tensor"]
@@ -26,7 +27,6 @@ __all__ = ["mix", "blend", "composite", "to_tensor"]
 _EPS = 1e-6
 # Photoshop's own weights for hue/saturation/colour/luminosity and darker/lighter colour are the W3C ones;
 # Rec.601 (0.299, 0.587, 0.114) and Rec.709 fit the fixtures worse (docs/BLEND-MODES.md).
-_LUMA = (0.3, 0.59, 0.11)
 # Slope of the straight-through gradient given to Hard Mix, whose true derivative is zero almost everywhere.
 _HARD_MIX_SOFTNESS = 0.05
 
@@ -51,21 +51,22 @@ def _div(num: Tensor, den: Tensor, fallback: Tensor | float) -> Tensor:
     return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), fallback)
 
 
-def _lum(c: Tensor) -> Tensor:
+def luminosity(c: Tensor) -> Tensor:
+    """PSD's Lum of [B, 3, H, W] colours, [B, 1, H, W]: the lightness the Color, Hue and Luminosity modes keep or set."""
     r, g, b = c.unbind(1)
-    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b)[:, None]
+    return (PSD_LUMA[0] * r + PSD_LUMA[1] * g + PSD_LUMA[2] * b)[:, None]
 
 
 def _clip_color(c: Tensor) -> Tensor:
     """Pull an out-of-gamut colour back towards its own luminosity (W3C ClipColor)."""
-    lum = _lum(c)
+    lum = luminosity(c)
     lo, hi = c.amin(1, keepdim=True), c.amax(1, keepdim=True)
     c = torch.where(lo < 0, lum + _div((c - lum) * lum, lum - lo, 0.0), c)
     return torch.where(hi > 1, lum + _div((c - lum) * (1 - lum), hi - lum, 0.0), c)
 
 
 def _set_lum(c: Tensor, lum: Tensor) -> Tensor:
-    return _clip_color(c + (lum - _lum(c)))
+    return _clip_color(c + (lum - luminosity(c)))
 
 
 def _set_sat(c: Tensor, sat: Tensor) -> Tensor:
@@ -139,7 +140,7 @@ def _divide(cb: Tensor, cs: Tensor) -> Tensor:
 
 
 def _pick_by_lum(cb: Tensor, cs: Tensor, darker: bool) -> Tensor:
-    ls, lb = _lum(cs), _lum(cb)
+    ls, lb = luminosity(cs), luminosity(cb)
     return torch.where(ls < lb if darker else ls > lb, cs, cb)
 
 
@@ -168,10 +169,10 @@ _MIX: dict[BlendMode, Callable[[Tensor, Tensor], Tensor]] = {
     BlendMode.DIVIDE: _divide,
     BlendMode.DARKER_COLOR: lambda cb, cs: _pick_by_lum(cb, cs, darker=True),
     BlendMode.LIGHTER_COLOR: lambda cb, cs: _pick_by_lum(cb, cs, darker=False),
-    BlendMode.HUE: lambda cb, cs: _set_lum(_set_sat(cs, _sat(cb)), _lum(cb)),
-    BlendMode.SATURATION: lambda cb, cs: _set_lum(_set_sat(cb, _sat(cs)), _lum(cb)),
-    BlendMode.COLOR: lambda cb, cs: _set_lum(cs, _lum(cb)),
-    BlendMode.LUMINOSITY: lambda cb, cs: _set_lum(cb, _lum(cs)),
+    BlendMode.HUE: lambda cb, cs: _set_lum(_set_sat(cs, _sat(cb)), luminosity(cb)),
+    BlendMode.SATURATION: lambda cb, cs: _set_lum(_set_sat(cb, _sat(cs)), luminosity(cb)),
+    BlendMode.COLOR: lambda cb, cs: _set_lum(cs, luminosity(cb)),
+    BlendMode.LUMINOSITY: lambda cb, cs: _set_lum(cb, luminosity(cs)),
 }
 _NON_SEPARABLE = {
     BlendMode.HUE, BlendMode.SATURATION, BlendMode.COLOR, BlendMode.LUMINOSITY,

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+PSD_LUMA = (0.3, 0.59, 0.11)
+"""The weights of PSD's Lum (the W3C blend spec's): what the Color, Hue and Luminosity modes keep or set."""
+
 _RGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]])
 
 

@@ -25,11 +25,13 @@ from .document import Document, load
 from .errors import DocumentError, UsageError
 from .generator import LayerOutput
 from .layers import PixelNode
-from .edit_config import EditConfig, EditJob
+from .edit_config import EditConfig, EditJob, check_prompt
+from .guides import hints_file, hints_layer, is_line_art
 from .priors import PriorSettings, load_prior
+from .priors.catalog import family_for
 from .priors.base import Prior
 from .resample import fit_size, resize
-from .templates import DistillSettings, EditSpec, load_template, settings_with
+from .templates import DistillSettings, EditSpec, LayerSpec, load_template, settings_with
 from .writing import default_output, document_output, preview_folder, save_png, write_document
 
 
@@ -78,9 +80,10 @@ class Distillation:
 
     def __init__(
         self, prior: Prior, spec: EditSpec, settings: DistillSettings, base: Tensor, prompt: str,
-        coverage: Tensor | None = None,
+        coverage: Tensor | None = None, hints: Tensor | None = None,
     ) -> None:
         self.prior, self.spec, self.settings, self.base = prior, spec, settings, base
+        self.hints = hints
         height, width = base.shape[-2:]
         self.prior_size = prior.working_size(height, width)
         shape = spec.generator
@@ -88,7 +91,9 @@ class Distillation:
         self.base_low = resize(base, self.size)
         self.mask_low = None if coverage is None else resize(coverage, self.size)
         hint = resize(base, self.prior_size)
-        self.condition = prior.condition(spec.render_prompt(prompt), hint, spec.negative_prompt)
+        guides = {} if hints is None else {"hints": hints}  # only priors that condition on hints take them
+        self.condition = prior.condition(spec.render_prompt(prompt), hint, spec.negative_prompt, **guides)
+        self._regions: Any = None
 
     def layers(self, seed: int, on_step: Callable[[StepInfo], None] | None = None) -> list[LayerOutput]:
         """The layers for `seed` as they are written: full size, clamped, snapped to neutral where they rest."""
@@ -97,7 +102,23 @@ class Distillation:
             on_step=on_step, shape=self.spec.generator, prior_size=self.prior_size,
         )
         with torch.no_grad():
-            return finished_layers(generator(self.base_low), self.spec.layers, self.base_low, self.base)
+            layers = finished_layers(generator(self.base_low), self.spec.layers, self.base_low, self.base)
+        return [self._flats(out, spec) if spec.finish == "flats" else out for out, spec in zip(layers, self.spec.layers)]
+
+    def _flats(self, out: LayerOutput, spec: LayerSpec) -> LayerOutput:
+        """One flat colour per closed region of the base's line art (the regions found once per run); hinted
+        regions take their hint. Outside the drawing the layer rests at its neutral (or transparent)."""
+        from .flats import fill_flats, find_regions, hints_from_rgba
+
+        if self._regions is None:
+            self._regions = find_regions(_numpy(self.base))
+        hints = None if self.hints is None else hints_from_rgba(_numpy(self.hints))
+        flats = fill_flats(self._regions, _numpy(out.color), hints=hints)
+        color = torch.from_numpy(flats.rgb)[None].to(out.color.device)
+        alpha = torch.from_numpy(flats.alpha)[None, None].to(out.color.device)
+        if spec.alpha:
+            return LayerOutput(color, alpha)
+        return LayerOutput(color * alpha + (1 - alpha) * spec.neutral, None)
 
     def composite(self, layers: list[LayerOutput]) -> Tensor:
         """The full-size picture the layers make over the base, [1, 3, H, W] in [0, 1]."""
@@ -114,20 +135,31 @@ def run_edit(
 ) -> EditResult:
     started = time.perf_counter()
     config = job.config
-    if not job.prompt.strip():
-        raise UsageError("--prompt is empty; say what the edit should do, e.g. 'light from the left'")
     if config.variations < 1:
         raise UsageError("--variations must be at least 1")
     spec = load_template(config.template)
-    settings = edit_settings(spec, config.steps, config.guidance)
+    check_prompt(job.prompt, spec, config.prior.model)
+    family = family_for(prior_settings(config, spec).model)
+    takes_hints = "hints" in family.prior.capabilities.conditions_on
+    if job.hints is not None and not takes_hints:
+        raise UsageError(f"--hints: {family.title} takes no colour hints (the colouring templates' prior does)")
     doc = load(job.input, layer=config.layer, max_pixels=config.max_pixels)
+    hint_picture = None
+    if takes_hints:
+        doc, hint_picture = hints_layer(doc)
+        if job.hints is not None:
+            hint_picture = hints_file(doc, job.hints, config.max_pixels)
+    if spec.greyscale and not is_line_art(doc.base):
+        spec = load_template(spec.greyscale)
+        check_prompt(job.prompt, spec, config.prior.model)
+    settings = edit_settings(spec, config.steps, config.guidance)
     coverage = _coverage(doc, job.mask, config.max_pixels)
     for text in doc.notices:
         if on_notice:
             on_notice(text)
     target = document_output(  # before minutes of work, not after: where, which format, can the document hold it
         job.output or default_output(doc), doc, [layer.channels for layer in spec.layers],
-        overwrite_input=job.overwrite_input, other_inputs=[job.mask] if job.mask else [],
+        overwrite_input=job.overwrite_input, other_inputs=[p for p in (job.mask, job.hints) if p is not None],
     )
     if job.preview_dir is not None:
         preview_folder(job.preview_dir)
@@ -136,7 +168,8 @@ def run_edit(
 
     device = prior.device
     base = torch.from_numpy(doc.base)[None].to(device)
-    run = Distillation(prior, spec, settings, base, job.prompt, None if coverage is None else coverage.to(device))
+    hints = None if hint_picture is None else torch.from_numpy(hint_picture.rgba)[None].to(device)
+    run = Distillation(prior, spec, settings, base, job.prompt, None if coverage is None else coverage.to(device), hints)
     names = layer_names(spec, config.variations, set(doc.layer_names))
     nodes: list[PixelNode] = []
     for index in range(config.variations):
@@ -144,6 +177,7 @@ def run_edit(
         nodes += _layer_nodes(spec, run.layers(job.seed + index, step_hook), coverage, index, names[index])
 
     record = _record(job, spec, settings, asked, prior, target.path, run.size, device, names[0])
+    record["hints"] = None if hint_picture is None else hint_picture.source
     write_document(target, doc, nodes, record)
     return EditResult(target.path, target.sidecar, time.perf_counter() - started, record)
 

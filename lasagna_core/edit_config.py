@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .document import DEFAULT_MAX_PIXELS
+from .errors import UsageError
 from .priors.registry import PriorSettings
+
+if TYPE_CHECKING:
+    from .templates import EditSpec
+
+EMPTY_PROMPT = "--prompt is empty; say what the edit should do, e.g. 'light from the left'"
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,19 @@ class EditJob:
     output: Path | None = None
     seed: int = 0
     mask: Path | None = None
+    hints: Path | None = None  # colour hints: an image whose opaque pixels are dots or scribbles
     preview_dir: Path | None = None
     preview_every: int = 50
     overwrite_input: bool = False
+
+
+def check_prompt(prompt: str, spec: EditSpec, model: str | None) -> None:
+    """UsageError (one line) when the prior family of `model` (else the template's) can't read `prompt`, asked
+    before anything loads: an empty prompt is refused for families conditioned on text or a direction (a
+    colouring prior needs none), then each family answers for the rendered prompt (`Prior.check_prompt`)."""
+    from .priors.catalog import family_for
+
+    family = family_for(model or spec.model)
+    if not prompt.strip() and family.prior.capabilities.conditions_on & {"text", "direction"}:
+        raise UsageError(EMPTY_PROMPT)
+    family.prior.check_prompt(spec.render_prompt(prompt))

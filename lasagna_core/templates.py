@@ -36,6 +36,12 @@ class LayerSpec:
     high: float = 1.0
     neutral: float = 1.0
     opacity: float = 1.0
+    finish: str = "upsample"  # how it reaches document size: FINISHES
+
+
+FINISHES = ("upsample", "flats")
+"""upsample: the edge-aware guided upsampling of the distilled layer; flats: one colour per closed region of
+the base's line art (`lasagna_core.flats`), for colour layers (3 channels)."""
 
 
 def _bounds(low: float, high: float = math.inf, *, above: bool = False, below: bool = False) -> dict[str, Any]:
@@ -116,6 +122,7 @@ class EditSpec:
     defaults: DistillSettings
     source: str  # where it was read from, for messages
     generator: GeneratorSettings = GeneratorSettings()
+    greyscale: str | None = None  # the template to use instead when the input is a greyscale picture, not line art
 
     def render_prompt(self, text: str) -> str:
         return self.prompt.replace("{prompt}", text.strip())
@@ -189,6 +196,7 @@ def _build(data: dict[str, Any], source: str) -> EditSpec:
         defaults=_settings(defaults),
         source=source,
         generator=_generator(data.get("generator", {})),
+        greyscale=str(data["greyscale"]) if "greyscale" in data else None,
     )
 
 
@@ -215,7 +223,12 @@ def _layer(entry: dict[str, Any]) -> LayerSpec:
         high=high,
         neutral=number("neutral"),
         opacity=number("opacity", 1.0),
+        finish=str(entry.get("finish", "upsample")),
     )
+    if spec.finish not in FINISHES:
+        raise ValueError(f"{where}: finish must be one of {', '.join(FINISHES)}, not {spec.finish!r}")
+    if spec.finish == "flats" and spec.channels != 3:
+        raise ValueError(f"{where}: finish = \"flats\" needs a colour layer (channels = 3)")
     if spec.channels not in (1, 3):
         raise ValueError(f"{where}: channels must be 1 (gray) or 3 (RGB), not {spec.channels}")
     if not 0.0 <= low < high <= 1.0 or not low <= spec.neutral <= high:

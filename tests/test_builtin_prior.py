@@ -10,7 +10,9 @@ import torch
 from lasagna_core.errors import ModelError, UsageError
 from lasagna_core.priors import PriorSettings, load_prior
 from lasagna_core.priors import builtin
-from lasagna_core.priors.builtin import BuiltinPrior, save_weights
+from lasagna_core.priors import pixel_file
+from lasagna_core.priors.builtin import BuiltinPrior
+from lasagna_core.priors.pixel_file import save_weights
 from tests.relight_data import tiny_unet
 
 SIZE = 16
@@ -26,9 +28,9 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    unet = builtin.new_unet(tiny_unet(SIZE, len(DIRS)))
+    unet = pixel_file.new_unet(tiny_unet(SIZE, len(DIRS)))
     path = tmp_path_factory.mktemp("builtin") / "prior.safetensors"
-    return save_weights(unet, path, directions=DIRS, scheduler_config=builtin.default_scheduler_config(), training={"steps": 0})
+    return save_weights(unet, path, task="relight", classes=DIRS, scheduler_config=pixel_file.default_scheduler_config(), training={"steps": 0})
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +41,15 @@ def prior(weights) -> BuiltinPrior:
 
 
 def test_round_trip_keeps_weights_directions_and_checksum(weights, prior, tmp_path):
-    assert weights.with_name(weights.name + ".sha256").read_text().split()[0] == builtin.sha256_of(weights)
+    assert weights.with_name(weights.name + ".sha256").read_text().split()[0] == pixel_file.sha256_of(weights)
     assert prior.directions == DIRS and prior.null_class == len(DIRS) and prior.resolution == SIZE
-    again = save_weights(prior.unet, tmp_path / "again.safetensors", directions=prior.directions,
+    again = save_weights(prior.unet, tmp_path / "again.safetensors", task="relight", classes=prior.directions,
                          scheduler_config=prior.scheduler_config, training=prior.training)
     other = BuiltinPrior.load(str(again))
     for (k, a), (_, b) in zip(prior.unet.state_dict().items(), other.unet.state_dict().items()):
         assert torch.equal(a, b), k
     assert other.training == {"steps": 0}
-    assert builtin.is_builtin_file(again) and not builtin.is_builtin_file(tmp_path / "missing.safetensors")
+    assert pixel_file.file_task(again) == "relight" and pixel_file.file_task(tmp_path / "missing.safetensors") is None
 
 
 def test_damaged_file_is_refused_with_one_line(weights, tmp_path):
@@ -72,11 +74,11 @@ def test_truncated_file_without_checksum_is_refused_with_one_line(weights, tmp_p
 def test_shipped_weights_need_their_checksum(monkeypatch, weights, tmp_path):
     copy = tmp_path / "builtin.safetensors"
     copy.write_bytes(weights.read_bytes())
-    monkeypatch.setattr(builtin, "shipped_weights", lambda: copy)
+    monkeypatch.setattr(builtin.BuiltinPrior, "shipped", classmethod(lambda cls: copy))
     with pytest.raises(ModelError) as e:
         load_prior(PriorSettings("builtin", device="cpu"))
     assert "SHA-256" in _one_line(e)
-    builtin.write_sha256(copy)
+    pixel_file.write_sha256(copy)
     assert isinstance(load_prior(PriorSettings("builtin", device="cpu")), BuiltinPrior)
     copy.write_bytes(copy.read_bytes()[:-1] + b"\x00")
     with pytest.raises(ModelError) as e:
@@ -91,7 +93,7 @@ def test_shipped_weights_need_their_checksum(monkeypatch, weights, tmp_path):
 def test_condition_parses_the_prompt(prior, prompt, direction):
     cond = prior.condition(prompt, torch.rand(1, 3, SIZE, SIZE))
     assert cond.classes.tolist() == [prior.null_class, DIRS.index(direction)]
-    assert cond.base.shape == (1, 3, SIZE, SIZE)
+    assert cond.channels.shape == (1, 3, SIZE, SIZE) and float(cond.channels.min()) >= -1
 
 
 def test_unparseable_or_untrained_prompt_gives_one_line(prior):
@@ -159,7 +161,7 @@ def test_shipped_weights_load_and_are_the_shade_default():
     assert isinstance(prior, BuiltinPrior) and prior.resolution == 32
     assert set(prior.directions) == {"left", "right", "top", "bottom", "top-left", "top-right", "bottom-left",
                                      "bottom-right", "front", "back"}
-    assert builtin.shipped_weights().stat().st_size <= 20 * 1024 * 1024
+    assert builtin.BuiltinPrior.shipped().stat().st_size <= 20 * 1024 * 1024
     assert prior.training.get("finished") is True
     assert load_template("shade").model == "builtin" and load_template("shade-divide").model == "builtin"
 

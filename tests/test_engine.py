@@ -50,7 +50,7 @@ def cli(*args: str) -> tuple[int, str, str]:
 # ------------------------------------------------------------------------------------------ generator
 
 
-@pytest.mark.parametrize("name", ["shade", "shade-divide", "shade-sd", "colorize", "colorize-multiply"])
+@pytest.mark.parametrize("name", ["shade", "shade-divide", "shade-sd", "colorize", "colorize-grey", "colorize-sd", "colorize-multiply"])
 def test_generator_starts_at_neutral(name: str) -> None:
     spec = load_template(name)
     outputs = LayerGenerator(spec.layers)(torch.rand(1, 3, 32, 48))
@@ -92,7 +92,7 @@ def test_regulariser_is_zero_at_neutral_and_ignores_outside_mask() -> None:
 def test_layers_resting_in_the_dead_zone_snap_to_exactly_neutral() -> None:
     """Values the optimisation left within the dead zone are no edit: shade writes them as exact neutrals,
     so untouched pixels stay byte for byte; real edits pass unchanged."""
-    spec = load_template("colorize")
+    spec = load_template("colorize-sd")
     shade = load_template("shade")
     from lasagna_core.distill import snap_to_neutral
     from lasagna_core.generator import LayerOutput
@@ -225,7 +225,7 @@ def test_shade_writes_multiply_and_screen_layers(tiny_model: Path, tmp_path: Pat
 
 
 def test_colorize_writes_normal_layer_with_alpha(tiny_model: Path, picture: Path) -> None:
-    code, _, stderr = cli("colorize", str(picture), "-p", "a colourful painting", "-m", str(tiny_model), *FAST)
+    code, _, stderr = cli("colorize", str(picture), "-p", "a colourful painting", "-t", "colorize-sd", "-m", str(tiny_model), *FAST)
     assert code == 0, stderr
     out = picture.with_name("picture.lasagna.psd")
     layers = list(PSDImage.open(out))
@@ -339,7 +339,7 @@ def test_templates_command_lists_builtins() -> None:
     code, out, _ = cli("templates", "--json")
     assert code == 0
     names = {t["name"]: t for t in json.loads(out)}
-    assert {"shade", "shade-divide", "shade-sd", "colorize", "colorize-multiply"} <= set(names)
+    assert {"shade", "shade-divide", "shade-sd", "colorize", "colorize-grey", "colorize-sd", "colorize-multiply"} <= set(names)
     assert [l["blend_mode"] for l in names["shade"]["layers"]] == ["multiply", "screen"]
     assert [l["blend_mode"] for l in names["shade-divide"]["layers"]] == ["multiply", "divide"]
 

@@ -24,7 +24,7 @@ from lasagna_core.evaluate.metrics import (
 )
 from lasagna_core.evaluate.report import markdown_table, report_from_json, write_report
 from lasagna_core.evaluate.run import evaluate
-from lasagna_core.priors import PriorSettings, builtin
+from lasagna_core.priors import PriorSettings, builtin, pixel_file
 from tests.relight_data import make_manifest, tiny_unet
 
 
@@ -71,9 +71,9 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("eval")
     data = make_manifest(root / "data", scenes=3, size=16, directions=("left", "right", "front"))
     torch.manual_seed(0)
-    unet = builtin.new_unet(tiny_unet(16, 3))
-    weights = builtin.save_weights(unet, root / "p.safetensors", directions=["left", "right", "front"],
-                                   scheduler_config=builtin.default_scheduler_config())
+    unet = pixel_file.new_unet(tiny_unet(16, 3))
+    weights = pixel_file.save_weights(unet, root / "p.safetensors", task="relight", classes=["left", "right", "front"],
+                                   scheduler_config=pixel_file.default_scheduler_config())
     return data, weights
 
 
@@ -126,8 +126,8 @@ def test_photos_use_the_same_prior_and_settings(tmp_path):
     four = ["left", "right", "top", "bottom"]
     data = make_manifest(tmp_path / "data", scenes=1, size=16, directions=("left",))
     torch.manual_seed(0)
-    weights = builtin.save_weights(builtin.new_unet(tiny_unet(16, 4)), tmp_path / "p.safetensors", directions=four,
-                                   scheduler_config=builtin.default_scheduler_config())
+    weights = pixel_file.save_weights(pixel_file.new_unet(tiny_unet(16, 4)), tmp_path / "p.safetensors", task="relight", classes=four,
+                                   scheduler_config=pixel_file.default_scheduler_config())
     rng = np.random.default_rng(0)
     photo = rng.uniform(0.2, 0.8, size=(3, 24, 40)).astype(np.float32)
     report = evaluate(data, prior_settings=PriorSettings(str(weights), device="cpu"), limit=1, steps=2, methods=("base", "lasagna"), photos=[("noise", photo)],

@@ -63,7 +63,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Opened]:
                                                           blend_mode=BlendMode.MULTIPLY)], folder / "unicode.psd")
     model = make_tiny_sd(folder / "tiny-sd")
     run_edit(edit_job(EXAMPLE_PSD, "light from the left", model=str(model), steps=5, output=folder / "shade.psd"))
-    run_edit(edit_job(EXAMPLE_PSD, "paint it", template="colorize", model=str(model), steps=5, output=folder / "colorize.psd"))
+    run_edit(edit_job(EXAMPLE_PSD, "paint it", template="colorize-sd", model=str(model), steps=5, output=folder / "colorize.psd"))
     run_edit(edit_job(EXAMPLE_PSD, "light from the left", layer="Orange", model=str(model), steps=5,
                          output=folder / "clipped.psd"))
     docs.update(shade=folder / "shade.psd", colorize=folder / "colorize.psd", clipped=folder / "clipped.psd")

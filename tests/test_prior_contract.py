@@ -80,15 +80,15 @@ def run(*args: str) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    from lasagna_core.priors import builtin
+    from lasagna_core.priors import builtin, pixel_file
     from tests.relight_data import tiny_unet
     from tests.tiny_sd import make_tiny_sd
 
     root = tmp_path_factory.mktemp("contract")
     torch.manual_seed(0)
-    weights = builtin.save_weights(builtin.new_unet(tiny_unet(16, 4)), root / "builtin.safetensors",
-                                   directions=["left", "right", "top", "bottom"],
-                                   scheduler_config=builtin.default_scheduler_config())
+    weights = pixel_file.save_weights(pixel_file.new_unet(tiny_unet(16, 4)), root / "builtin.safetensors",
+                                   task="relight", classes=["left", "right", "top", "bottom"],
+                                   scheduler_config=pixel_file.default_scheduler_config())
     sd = make_tiny_sd(root / "sd", controlnet_folder=root / "cn")
     return {"builtin": str(weights), "sd": str(sd), "cn": str(root / "cn")}
 

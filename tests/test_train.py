@@ -74,7 +74,7 @@ def test_builtin_resume_continues_exactly(data, tmp_path):
 
 
 def test_builtin_fine_tune_starts_from_the_given_prior(data, tmp_path):
-    from lasagna_core.priors.builtin import sha256_of
+    from lasagna_core.priors.pixel_file import sha256_of
 
     start = train_builtin(data, tmp_path / "start.safetensors", _config()).output
     # at learning rate 0 a fine-tune writes back the weights it started from (up to the EMA's rounding)

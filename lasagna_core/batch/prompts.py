@@ -8,13 +8,10 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import UsageError
 from .types import EditConfig, PromptEntry
-
-if TYPE_CHECKING:
-    from ..templates import EditSpec
 
 
 def read_prompts(path: Path) -> dict[str, PromptEntry]:
@@ -94,6 +91,7 @@ def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, str, str, int | None
 
 def check_prompts(edit: EditConfig, prompt: str | None, entries: dict[str, PromptEntry], path: Path | None) -> None:
     """Refuse (UsageError, one line) the first of `--prompt` and the `--prompts` entries the prior can't read."""
+    from ..edit_config import check_prompt
     from ..templates import load_template
 
     spec = load_template(edit.template)
@@ -104,11 +102,3 @@ def check_prompts(edit: EditConfig, prompt: str | None, entries: dict[str, Promp
             check_prompt(text, spec, edit.prior.model)
         except UsageError as exc:
             raise UsageError(f"{where}: {exc}") from None
-
-
-def check_prompt(prompt: str, spec: EditSpec, model: str | None) -> None:
-    """UsageError when the prior family of `model` (else the template's) can't read `prompt`; nothing is
-    loaded: each family answers for itself (`Prior.check_prompt`)."""
-    from ..priors.catalog import family_for
-
-    family_for(model or spec.model).prior.check_prompt(spec.render_prompt(prompt))

@@ -41,8 +41,6 @@ def run_batch(
     load_template(options.edit.template)  # an unknown template is a usage error before anything else
     if options.prompt is None and options.prompts is None:
         raise UsageError("give --prompt TEXT (for every file) or --prompts FILE (CSV/JSONL: input -> prompt)")
-    if options.prompt is not None and not options.prompt.strip():
-        raise UsageError("--prompt is empty; say what the edit should do, e.g. 'light from the left'")
     devices = [d.strip() for d in options.devices if d.strip()] or ["auto"]
     if options.ray is not None and devices != ["auto"]:
         raise UsageError("--ray and --devices don't go together: Ray places the tasks on the cluster's devices")

@@ -111,7 +111,7 @@ def _write_chunk(job: ArtJob) -> int:
     return len(job.scenes)
 
 
-def _package_versions(sources: Sequence[Path]) -> dict[str, str]:
+def package_versions(sources: Sequence[Path]) -> dict[str, str]:
     versions = {}
     for source in sources:
         for candidate in (Path(source) / "package.json", Path(source) / "package" / "package.json"):
@@ -190,7 +190,7 @@ def generate(
         "generator": "lasagna dataset flat-art", "version": __version__, "count": count, "size": size, "seed": seed,
         "supersample": supersample, "val_fraction": val_fraction, "test_fraction": test_fraction,
         "colored_lights": colored_lights, "shadow_tint": shadow_tint,
-        "sources": _package_versions(sources), "licences": {k: LICENCES[k] for k in per_package},
+        "sources": package_versions(sources), "licences": {k: LICENCES[k] for k in per_package},
         "designs": per_package, "design_splits": split_counts, "pairs": len(lines), "colored_pairs": colored,
         "selection": {
             "categories": list(P.OBJECT_CATEGORIES), "no": "skin-tone variants, faces outside Animals & Nature",

@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,25 +285,28 @@ def write_dataset(out_dir: Path, info: dict[str, Any], lines: Sequence[str]) -> 
 REQUIRED = ("input", "target", "prompt")
 
 
-def read_manifest(path: Path, split: str | None = None) -> list[dict[str, Any]]:
-    """The lines of a manifest (synthetic or converted), checked and completed, optionally one split only.
-
-    Each record gets `input`, `target`, `mask` (None when absent) as absolute Paths, `prompt`, `direction`
-    (parsed from the prompt when absent), `split` (default "train") and `scene` (default: the input path).
-    A line that is not a JSON object, lacks a required key, or names an unknown direction or split raises
-    DocumentError naming the file and line. Files are not opened here.
-    """
+def check_split(split: str | None) -> None:
     if split is not None and split not in SPLITS:
         raise UsageError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    path = Path(path)
-    root = path.parent
+
+
+def split_of(item: dict[str, Any], where: str) -> str:
+    """A manifest line's split ("train" when absent); DocumentError naming the line for anything else."""
+    split = item.get("split", "train")
+    if split not in SPLITS:
+        raise DocumentError(f"{where}: split must be one of {', '.join(SPLITS)}, not '{split}'")
+    return split
+
+
+def read_json_lines(path: Path, required: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, object) for each non-blank line of a JSON Lines manifest whose `required` keys are non-empty
+    strings; DocumentError naming the file and line for anything else. Shared by every manifest reader."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise DocumentError(f"{path}: can't read the manifest ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise DocumentError(f"{path}: not a UTF-8 JSON Lines manifest") from None
-    records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -313,10 +316,26 @@ def read_manifest(path: Path, split: str | None = None) -> list[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise DocumentError(f"{where}: not JSON ({exc.msg})") from None
         if not isinstance(item, dict):
-            raise DocumentError(f"{where}: expected a JSON object with {', '.join(REQUIRED)}")
-        missing = [k for k in REQUIRED if not isinstance(item.get(k), str) or not item.get(k)]
+            raise DocumentError(f"{where}: expected a JSON object with {', '.join(required)}")
+        missing = [k for k in required if not isinstance(item.get(k), str) or not item.get(k)]
         if missing:
             raise DocumentError(f"{where}: missing {', '.join(missing)}")
+        yield where, item
+
+
+def read_manifest(path: Path, split: str | None = None) -> list[dict[str, Any]]:
+    """The lines of a manifest (synthetic or converted), checked and completed, optionally one split only.
+
+    Each record gets `input`, `target`, `mask` (None when absent) as absolute Paths, `prompt`, `direction`
+    (parsed from the prompt when absent), `split` (default "train") and `scene` (default: the input path).
+    A line that is not a JSON object, lacks a required key, or names an unknown direction or split raises
+    DocumentError naming the file and line. Files are not opened here.
+    """
+    check_split(split)
+    path = Path(path)
+    root = path.parent
+    records = []
+    for where, item in read_json_lines(path, REQUIRED):
         direction = item.get("direction")
         if direction is None:
             try:
@@ -325,9 +344,7 @@ def read_manifest(path: Path, split: str | None = None) -> list[dict[str, Any]]:
                 raise DocumentError(f"{where}: no 'direction' and {exc}") from None
         elif direction not in DIRECTIONS:
             raise DocumentError(f"{where}: unknown direction '{direction}' (use {', '.join(DIRECTION_NAMES)})")
-        record_split = item.get("split", "train")
-        if record_split not in SPLITS:
-            raise DocumentError(f"{where}: split must be one of {', '.join(SPLITS)}, not '{record_split}'")
+        record_split = split_of(item, where)
         if split is not None and record_split != split:
             continue
         mask = item.get("mask")

@@ -5,7 +5,6 @@ an exponential moving average (EMA), which is what gets saved."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,34 +12,25 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import DistillationError, UsageError
+from ..errors import UsageError
 from ..priors.schedule import NoiseSchedule
 from .curve import draw_loss_curve
 from .manifest import PairSet, load_pairs, read_manifest
-from .run import ProgressCallback, RunSettings, TrainingRun, TrainResult, TrainStep, learning_rate_at
+from .denoiser import DenoiserSettings, fit_denoiser
+from .run import ProgressCallback, TrainingRun, TrainResult
 
 
 @dataclass
-class BuiltinConfig(RunSettings):
-    steps: int = 2000
-    batch_size: int = 48
-    learning_rate: float = 1e-3
-    warmup: int = 100
-    size: int = 32
+class BuiltinConfig(DenoiserSettings):
     dropout: float = 0.1  # probability of dropping the direction, and (independently) the base
-    ema: float = 0.995
-    flip: bool = True
-    unet: dict[str, Any] | None = None  # architecture override (default: builtin.default_unet_config)
-    init: str | None = None  # fine-tune: start from this prior ("builtin" or a weights file), its architecture and directions
 
 
 def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: ProgressCallback | None = None) -> TrainResult:
     """Train (or resume) the built-in prior on `data`'s train split; write `out` (.safetensors + .sha256) and
     `out` with suffix `.loss.png`. Returns when done or after `max_minutes` (then `finished` is False)."""
-    from ..priors import builtin
+    from ..priors import builtin, pixel_file
 
     started = time.perf_counter()
     out = Path(out)
@@ -59,65 +49,31 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
     val = load_pairs(val_examples[:256], config.size, train.directions) if val_examples else None
     directions = train.directions
     if start is not None:
-        unet_config = builtin.model_config(start.unet)
+        unet_config = pixel_file.model_config(start.unet)
         sched_config = start.scheduler_config
     else:
         unet_config = config.unet or builtin.default_unet_config(config.size, len(directions))
-        sched_config = builtin.default_scheduler_config()
+        sched_config = pixel_file.default_scheduler_config()
     torch.manual_seed(config.seed)
-    model = builtin.new_unet(unet_config)
+    model = pixel_file.new_unet(unet_config)
     if start is not None:
         model.load_state_dict(start.unet.state_dict())
-    ema = builtin.new_unet(unet_config)
+    ema = pixel_file.new_unet(unet_config)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     schedule = NoiseSchedule.from_config(sched_config)
     rng = torch.Generator().manual_seed(config.seed)
-    init = None if start is None else builtin.sha256_of(start.weights)
+    init = None if start is None else pixel_file.sha256_of(start.weights)
     run = TrainingRun(out, {"unet": unet_config, "directions": directions, "size": config.size, "init": init},
                       {"model": model, "ema": ema}, optimizer, rng, config,
                       {"loss": [], "val_step": [], "val_loss": []}, started)
     run.resume()
 
     n = train.bases.shape[0]
-    fixed: dict[str, Tensor] | None = None
     val_batch = _fixed_val_batch(val, schedule) if val is not None else None
-
-    def validate() -> None:
-        if val_batch is not None:
-            run.history["val_step"].append(run.step)
-            run.history["val_loss"].append(_val_loss(ema, val_batch))
-
-    model.train()
-    while not run.finished:
-        if config.overfit_one_batch and fixed is not None:
-            batch = fixed
-        else:
-            batch = _builtin_batch(train, config, schedule, rng, n)
-            if config.overfit_one_batch:
-                fixed = batch
-        lr = learning_rate_at(run.step, config.steps, config.learning_rate, config.warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        pred = model(batch["input"], batch["t"], class_labels=batch["classes"], return_dict=False)[0]
-        loss = F.mse_loss(pred, batch["target"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            decay = min(config.ema, (1 + run.step) / (10 + run.step))
-            for e, p in zip(ema.parameters(), model.parameters()):
-                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
-        value = float(loss.item())
-        if not math.isfinite(value):
-            raise DistillationError(f"training diverged (loss {value}) at step {run.step + 1}; lower --lr")
-        stop = run.step_done(value, validate)
-        if on_progress is not None:
-            on_progress(TrainStep(run.step, config.steps, value, lr, run.seconds))
-        if stop:
-            break
+    fit_denoiser(model, ema, optimizer, run, config, lambda: _builtin_batch(train, config, schedule, rng, n),
+                 val_batch, on_progress)
 
     seconds, finished, step, history = run.seconds, run.finished, run.step, run.history
     curve = draw_loss_curve(history, out.with_suffix(".loss.png"), f"built-in prior: loss, {step} steps")
@@ -137,7 +93,7 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
         "finished": finished,
     }
     if finished or not out.exists():
-        builtin.save_weights(ema, out, directions=directions, scheduler_config=sched_config, training=training)
+        pixel_file.save_weights(ema, out, task="relight", classes=directions, scheduler_config=sched_config, training=training)
     return TrainResult(out, step, config.steps, seconds, finished, curve, {**history, "training": training})
 
 
@@ -160,7 +116,7 @@ def _initial_prior(model: str, size: int) -> _StartingPoint:
     torch.set_num_threads(threads)  # loading pins inference to one thread; training keeps the user's choice
     if prior.resolution != size:
         raise UsageError(f"--init '{model}' works at {prior.resolution} px; train it at --size {prior.resolution}, not {size}")
-    weights = builtin.shipped_weights() if builtin.is_builtin_name(model) else Path(model).expanduser()
+    weights = builtin.BuiltinPrior.shipped() if builtin.BuiltinPrior.is_own_name(model) else Path(model).expanduser()
     return _StartingPoint(prior.unet, prior.directions, prior.scheduler_config, weights)
 
 
@@ -190,16 +146,3 @@ def _fixed_val_batch(val: PairSet, schedule: NoiseSchedule) -> dict[str, Tensor]
     rng = torch.Generator().manual_seed(1234)
     cfg = BuiltinConfig(batch_size=val.bases.shape[0], dropout=0.0, flip=False)
     return _builtin_batch(val, cfg, schedule, rng, val.bases.shape[0])
-
-
-@torch.no_grad()
-def _val_loss(model: Any, batch: dict[str, Tensor]) -> float:
-    was_training = model.training
-    model.eval()
-    losses = []
-    for i in range(0, batch["t"].shape[0], 64):
-        sl = slice(i, i + 64)
-        pred = model(batch["input"][sl], batch["t"][sl], class_labels=batch["classes"][sl], return_dict=False)[0]
-        losses.append(F.mse_loss(pred, batch["target"][sl], reduction="sum"))
-    model.train(was_training)
-    return float(torch.stack(losses).sum() / batch["target"].numel())

@@ -63,7 +63,7 @@ def train_controlnet(model: str, data: Path, out: Path, config: ControlNetConfig
     controlnet.train()
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate, weight_decay=0.0)
     rng = torch.Generator().manual_seed(config.seed)
-    from ..priors.builtin import model_config
+    from ..priors.pixel_file import model_config
 
     run = TrainingRun(out, {"model": str(Path(folder).resolve()), "unet": model_config(unet), "size": size, "prediction": prediction}, {"controlnet": controlnet},
                       optimizer, rng, config, {"loss": []}, started)

@@ -1,0 +1,91 @@
+"""The optimisation loop both pixel-space priors' trainers share (`builtin` relights, `color` colours): an
+eps-prediction step on a batch the trainer makes, gradient clipping, the EMA weights that get saved, the
+learning-rate schedule, and a fixed validation batch's loss at every checkpoint."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import DistillationError
+from .run import ProgressCallback, RunSettings, TrainingRun, TrainStep, learning_rate_at
+
+@dataclass
+class DenoiserSettings(RunSettings):
+    """What both pixel-space trainers' configurations share."""
+
+    steps: int = 2000
+    batch_size: int = 48
+    learning_rate: float = 1e-3
+    warmup: int = 100
+    size: int = 32
+    ema: float = 0.995
+    flip: bool = True
+    unet: dict[str, Any] | None = None  # architecture override (default: pixel_file.default_unet_config)
+    init: str | None = None  # fine-tune: start from this prior (its name or a weights file), its architecture and classes
+
+
+Batch = dict[str, Tensor]  # input [B,C,S,S], t [B], classes [B], target [B,3,S,S]
+
+
+def fit_denoiser(
+    model: Any, ema: Any, optimizer: torch.optim.Optimizer, run: TrainingRun, config: DenoiserSettings,
+    next_batch: Callable[[], Batch], val_batch: Batch | None, on_progress: ProgressCallback | None,
+) -> None:
+    """Train `model` until `run` says stop (finished or past its deadline), keeping `ema` as its moving average
+    (`config.ema`)."""
+    fixed: Batch | None = None
+
+    def validate() -> None:
+        if val_batch is not None:
+            run.history["val_step"].append(run.step)
+            run.history["val_loss"].append(val_loss(ema, val_batch))
+
+    model.train()
+    while not run.finished:
+        if config.overfit_one_batch and fixed is not None:
+            batch = fixed
+        else:
+            batch = next_batch()
+            if config.overfit_one_batch:
+                fixed = batch
+        lr = learning_rate_at(run.step, config.steps, config.learning_rate, config.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        pred = model(batch["input"], batch["t"], class_labels=batch["classes"], return_dict=False)[0]
+        loss = F.mse_loss(pred, batch["target"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            decay = min(config.ema, (1 + run.step) / (10 + run.step))
+            for e, p in zip(ema.parameters(), model.parameters()):
+                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        value = float(loss.item())
+        if not math.isfinite(value):
+            raise DistillationError(f"training diverged (loss {value}) at step {run.step + 1}; lower --lr")
+        stop = run.step_done(value, validate)
+        if on_progress is not None:
+            on_progress(TrainStep(run.step, config.steps, value, lr, run.seconds))
+        if stop:
+            break
+
+
+@torch.no_grad()
+def val_loss(model: Any, batch: Batch) -> float:
+    was_training = model.training
+    model.eval()
+    losses = []
+    for i in range(0, batch["t"].shape[0], 64):
+        sl = slice(i, i + 64)
+        pred = model(batch["input"][sl], batch["t"][sl], class_labels=batch["classes"][sl], return_dict=False)[0]
+        losses.append(F.mse_loss(pred, batch["target"][sl], reduction="sum"))
+    model.train(was_training)
+    return float(torch.stack(losses).sum() / batch["target"].numel())

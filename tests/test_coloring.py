@@ -1,0 +1,216 @@
+"""Offline colouring: colour words, line-art data from the tests' own emoji packages, the colouring prior's file
+and conditioning, its trainer, and `lasagna colorize` with no prompt and no model argument (flats on a
+Multiply layer, hints from a file or a Hints layer, a Color layer for greyscale pictures)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from psd_tools import PSDImage
+
+from lasagna_core.color_words import COLOR_WORDS, color_words_in, nearest_color_word
+from lasagna_core.flatart.coloring import generate, read_region_ids
+from lasagna_core.flatart.line_art import STYLES, draw_lines, edges
+from lasagna_core.guides import is_line_art
+from lasagna_core.priors import pixel_file
+from lasagna_core.priors.builtin import BuiltinPrior
+from lasagna_core.priors.builtin_color import BuiltinColorPrior, color_channels, hints_at
+from lasagna_core.priors.catalog import family_for
+from lasagna_core.priors.schedule import NoiseSchedule
+from lasagna_core.train.color import ColorConfig, color_batch, load_color_pairs, read_color_manifest, train_color
+from tests.relight_data import TINY_UNET_KW
+from tests.test_flat_art import write_fluent, write_twemoji
+from tests.test_engine import cli
+
+SIZE = 32
+
+
+def test_color_words_in_order_with_synonyms():
+    assert color_words_in("a Crimson kite with navy and GOLD stripes") == ["red", "blue", "yellow"]
+    assert color_words_in("light from the left") == []
+    for name, word in COLOR_WORDS.items():
+        assert nearest_color_word(np.array(word.rgb)) == name
+    assert nearest_color_word(np.array([0.9, 0.1, 0.12])) == "red"
+
+
+def test_lines_follow_region_edges():
+    regions = np.full((40, 40), -1, np.int32)
+    regions[8:32, 8:32] = 1
+    regions[8:32, 20:32] = 2
+    ink = draw_lines(regions, STYLES["ink"], np.random.default_rng(0))
+    assert ink[20, 8] > 0.8 and ink[20, 20] > 0.8 and ink[20, 19] > 0.8  # outline and the inner border
+    assert ink[20, 14] == 0 and ink[2, 2] == 0  # inside a region, and the paper
+    assert edges(regions).sum() > 0 and not edges(np.zeros((5, 5), np.int32)).any()
+    gappy = draw_lines(regions, STYLES["gaps"], np.random.default_rng(0))
+    assert (gappy[edges(regions)] == 0).sum() > 0  # some edge pixels left blank
+
+
+@pytest.fixture(scope="module")
+def line_art_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lineart")
+    sources = [write_fluent(root / "fluent"), write_twemoji(root / "twemoji")]
+    generate(sources, root / "data", count=8, size=SIZE, supersample=2, val_fraction=0.2, test_fraction=0.2)
+    return root / "data"
+
+
+def test_line_art_data_set(line_art_data: Path):
+    lines = [json.loads(l) for l in (line_art_data / "manifest.jsonl").read_text().splitlines()]
+    assert len(lines) == 8 * (len(STYLES) + 1)
+    assert {l["kind"] for l in lines} == {"line-art", "greyscale"}
+    by_design: dict[str, set[str]] = {}
+    for l in lines:
+        by_design.setdefault(l["design"].split("/")[1], set()).add(l["split"])
+    assert all(len(s) == 1 for s in by_design.values())  # no design in two splits
+    apple = next(l for l in lines if l["design"] == "fluent-emoji-flat/red-apple" and l["kind"] == "line-art")
+    assert apple["color"] == "red"  # the apple's largest region is its red body
+    flats = np.asarray(Image.open(line_art_data / apple["target"]).convert("RGB"), np.float32) / 255
+    guide = np.asarray(Image.open(line_art_data / apple["input"]).convert("L"), np.float32) / 255
+    ids = read_region_ids(line_art_data / apple["regions"])
+    assert ids.shape == guide.shape and ids.max() >= 2
+    assert guide.min() < 0.4 and np.median(guide) > 0.9  # dark lines on paper
+    assert (np.abs(flats[ids == 0] - 1).max(1) < 0.05).mean() > 0.9  # the paper is white in the truth (but at its edge)
+    grey = next(l for l in lines if l["scene"] == apple["scene"] and l["kind"] == "greyscale")
+    lum = np.asarray(Image.open(line_art_data / grey["input"]).convert("L"), np.float32) / 255
+    assert np.abs(lum - flats @ np.array([0.3, 0.59, 0.11], np.float32)).max() < 2 / 255
+
+
+def test_training_batch_hints_take_the_truths_colour(line_art_data: Path):
+    pairs = load_color_pairs(read_color_manifest(line_art_data, "train"), SIZE)
+    config = ColorConfig(batch_size=12, size=SIZE, no_hints=0.0, class_dropout=0.0, flip=False)
+    idx = torch.arange(12) % pairs.guides.shape[0]
+    batch = color_batch(pairs, config, NoiseSchedule.from_config(pixel_file.default_scheduler_config()),
+                        torch.Generator().manual_seed(0), idx)
+    assert batch["input"].shape == (12, 8, SIZE, SIZE)
+    mask = batch["input"][:, 7:8]
+    assert bool((mask.flatten(1).sum(1) > 0).all())
+    hinted = (batch["input"][:, 4:7] + 1) / 2
+    flats = pairs.flats[idx].float() / 255
+    assert float(((hinted - flats).abs() * mask).max()) < 1e-5
+
+
+def test_hints_at_working_size_keep_a_small_dots_colour():
+    hints = torch.zeros(1, 4, 64, 64)
+    hints[0, :3, 8:12, 8:12] = torch.tensor([0.9, 0.2, 0.1])[:, None, None]
+    hints[0, 3, 8:12, 8:12] = 1
+    rgb, mask = hints_at(hints, (16, 16))
+    assert mask.sum() == 1 and mask[0, 0, 2, 2] == 1 and mask[0, 0, 3, 3] == 0
+    assert torch.allclose(rgb[0, :, 2, 2], torch.tensor([0.9, 0.2, 0.1]), atol=1e-5)
+    channels = color_channels(torch.ones(1, 1, 16, 16), rgb, mask)
+    assert channels.shape == (1, 5, 16, 16) and float(channels[0, 4].sum()) == 1.0
+
+
+@pytest.fixture(scope="module")
+def color_weights(line_art_data: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("colorprior") / "color.safetensors"
+    from lasagna_core.priors.builtin_color import default_unet_config
+
+    config = ColorConfig(steps=4, batch_size=4, size=SIZE, warmup=1, checkpoint_every=2,
+                         unet={**default_unet_config(SIZE), **TINY_UNET_KW})
+    result = train_color(line_art_data, out, config)
+    assert result.finished and result.steps_done == 4
+    return out
+
+
+def test_color_prior_file_is_its_own_family(color_weights: Path):
+    assert pixel_file.file_task(color_weights) == "color"
+    assert family_for(str(color_weights)).name == "color"
+    assert family_for("builtin-color").name == "color" and family_for("builtin").name == "builtin"
+    with pytest.raises(Exception, match="not a Lasagna built-in relighting prior"):
+        BuiltinPrior.load(str(color_weights))
+    prior = BuiltinColorPrior.load(str(color_weights))
+    assert prior.classes == list(COLOR_WORDS) and prior.resolution == SIZE
+    cond = prior.condition("a blue bird with a red beak", torch.ones(1, 3, SIZE, SIZE))
+    assert cond.classes.tolist() == [prior.null_class, list(COLOR_WORDS).index("blue")]
+    assert prior.condition("", torch.ones(1, 3, SIZE, SIZE)).classes.tolist() == [prior.null_class] * 2
+    sample = prior.sample(torch.ones(2, 3, SIZE, SIZE), ["red", ""], steps=2)
+    assert sample.shape == (2, 3, SIZE, SIZE) and 0 <= float(sample.min()) and float(sample.max()) <= 1
+
+
+def _sketch(path: Path, size: int = 96, gap: bool = False) -> Path:
+    """Two boxes side by side in black ink on white: three closed regions plus the paper."""
+    image = np.ones((size, size, 3), np.float32)
+    lines = np.zeros((size, size), bool)
+    q = size // 8
+    lines[2 * q:6 * q, 2 * q:2 * q + 2] = lines[2 * q:6 * q, 6 * q - 2:6 * q] = True
+    lines[2 * q:2 * q + 2, 2 * q:6 * q] = lines[6 * q - 2:6 * q, 2 * q:6 * q] = True
+    lines[2 * q:6 * q, 4 * q - 1:4 * q + 1] = True
+    image[lines] = 0.05
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path)
+    return path
+
+
+FAST = ["--steps", "3"]
+
+
+def test_colorize_with_no_prompt_writes_flats_inside_the_lines(color_weights: Path, tmp_path: Path):
+    sketch = _sketch(tmp_path / "sketch.png")
+    out = tmp_path / "out.psd"
+    code, _, stderr = cli("colorize", str(sketch), "-o", str(out), "-m", str(color_weights), *FAST)
+    assert code == 0, stderr
+    psd = PSDImage.open(out)
+    flats = [l for l in psd if l.name == "Flats"]
+    assert len(flats) == 1 and flats[0].blend_mode.name == "MULTIPLY"
+    pixels = flats[0].numpy()[..., :3]
+    q = 96 // 8
+    left, right = pixels[3 * q:5 * q, 2 * q + 4:4 * q - 3], pixels[3 * q:5 * q, 4 * q + 3:6 * q - 4]
+    for region in (left, right):
+        assert np.ptp(region.reshape(-1, 3), axis=0).max() < 1e-6  # one flat colour per closed region
+    assert np.abs(pixels[:q, :q] - 1).max() < 1e-6  # the paper outside the drawing is left alone (white = neutral)
+
+
+def test_colorize_hints_file_sets_the_region_colour(color_weights: Path, tmp_path: Path):
+    sketch = _sketch(tmp_path / "sketch.png")
+    hints = np.zeros((96, 96, 4), np.uint8)
+    hints[40:46, 30:36] = (30, 200, 60, 255)  # a green dot in the left box
+    Image.fromarray(hints, "RGBA").save(tmp_path / "hints.png")
+    out = tmp_path / "out.psd"
+    code, _, stderr = cli("colorize", str(sketch), "-o", str(out), "--hints", str(tmp_path / "hints.png"),
+                          "-m", str(color_weights), *FAST, "--json")
+    assert code == 0, stderr
+    pixels = next(l for l in PSDImage.open(out) if l.name == "Flats").numpy()[..., :3]
+    assert np.abs(pixels[48, 30] - np.array([30, 200, 60]) / 255).max() < 2 / 255
+    assert json.loads(out.with_name(out.name + ".json").read_text())["hints"] == "hints.png"
+
+
+def test_hints_are_refused_for_a_prior_without_them(tmp_path: Path):
+    sketch = _sketch(tmp_path / "sketch.png")
+    hints = np.zeros((96, 96, 4), np.uint8)
+    hints[40:46, 30:36] = 255
+    Image.fromarray(hints, "RGBA").save(tmp_path / "hints.png")
+    code, _, stderr = cli("shade", str(sketch), "-p", "light from the left", "--hints", str(tmp_path / "hints.png"))
+    assert code != 0 and "takes no colour hints" in stderr and "Traceback" not in stderr
+    assert stderr.strip().count("\n") == 0 and not (tmp_path / "sketch.lasagna.psd").exists()
+
+
+def test_hints_of_the_wrong_size_are_refused(color_weights: Path, tmp_path: Path):
+    sketch = _sketch(tmp_path / "sketch.png")
+    Image.fromarray(np.zeros((10, 10, 4), np.uint8), "RGBA").save(tmp_path / "hints.png")
+    code, _, stderr = cli("colorize", str(sketch), "--hints", str(tmp_path / "hints.png"), "-m", str(color_weights))
+    assert code != 0 and "is 10x10 but the document is 96x96" in stderr
+
+
+def test_greyscale_picture_gets_a_color_layer(color_weights: Path, tmp_path: Path):
+    rows = np.linspace(0.2, 0.9, 96, dtype=np.float32)
+    grey = np.repeat(np.repeat(rows[:, None], 96, 1)[..., None], 3, 2)
+    Image.fromarray(np.round(grey * 255).astype(np.uint8)).save(tmp_path / "grey.png")
+    assert not is_line_art(np.moveaxis(grey, 2, 0))
+    out = tmp_path / "grey.psd"
+    code, _, stderr = cli("colorize", str(tmp_path / "grey.png"), "-o", str(out), "-m", str(color_weights), *FAST)
+    assert code == 0, stderr
+    layers = {l.name: l for l in PSDImage.open(out)}
+    assert layers["Colour"].blend_mode.name == "COLOR"
+
+
+def test_line_art_check():
+    sketch = np.ones((3, 200, 200), np.float32)
+    sketch[:, 50:150, 50:53] = 0
+    sketch[:, 50:53, 50:150] = 0
+    assert is_line_art(sketch)
+    filled = np.ones((3, 200, 200), np.float32)
+    filled[:, 50:150, 50:150] = 0.4
+    assert not is_line_art(filled)
