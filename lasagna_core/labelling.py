@@ -1,5 +1,6 @@
-"""Label images in numpy (scipy is not a dependency): 4-connected components, label boundaries, and labels
-grown ring by ring into unlabelled pixels (the flat-art inflation and the flats share them).
+"""Label images in numpy (scipy is not a dependency): 4-connected components, label boundaries, touching
+labels, and labels grown ring by ring into unlabelled pixels (flat-art inflation, the flats and the colouring
+metrics share them).
 
 Components: pixels are first joined into horizontal runs (vectorised per row), then runs that touch the run above are
 joined by union-find over the run graph: union by the smaller root, then pointer jumping, repeated until no
@@ -54,6 +55,15 @@ def boundaries(labels: np.ndarray) -> np.ndarray:
     edge[:-1, :] |= across
     edge[1:, :] |= across
     return edge
+
+
+def neighbour_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b): the labels of every 4-adjacent pixel pair whose labels differ, each pair in both orders."""
+    across = labels[:, :-1] != labels[:, 1:]
+    down = labels[:-1] != labels[1:]
+    a = np.concatenate([labels[:, :-1][across], labels[:-1][down]])
+    b = np.concatenate([labels[:, 1:][across], labels[1:][down]])
+    return np.concatenate([a, b]), np.concatenate([b, a])
 
 
 def grow(labels: np.ndarray, into: np.ndarray, *, rings: int | None = None) -> np.ndarray:

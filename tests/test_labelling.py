@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lasagna_core.labelling import boundaries, components, grow
+from lasagna_core.labelling import boundaries, components, grow, neighbour_pairs
 
 
 def spiral(n: int) -> np.ndarray:
@@ -72,3 +72,8 @@ def test_boundaries_mark_both_sides_of_a_label_change_but_not_the_canvas_edge():
     labels = np.array([[0, 0, 1], [0, 0, 1], [2, 2, 2]])
     assert boundaries(labels).astype(int).tolist() == [[0, 1, 1], [1, 1, 1], [1, 1, 1]]
     assert not boundaries(np.zeros((3, 3), int)).any()
+
+
+def test_neighbour_pairs_list_every_touching_pixel_pair_both_ways():
+    a, b = neighbour_pairs(np.array([[0, 0, 1], [2, 2, 1]]))
+    assert sorted(zip(a.tolist(), b.tolist())) == sorted([(0, 1), (1, 0), (2, 1), (1, 2), (0, 2), (2, 0), (0, 2), (2, 0)])
