@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks import flats
+
 
 def _ms(part: dict[str, Any] | None) -> str:
     if not part:
@@ -312,6 +314,8 @@ def write_markdown(res: dict[str, Any]) -> str:
               " Computing the sum channel by channel would cut that to about 1 GiB; `resample.py` belongs to the"
               " full-resolution work, so this is left as a recommendation.")
         w("")
+    if "flats" in res:
+        out.extend(flats.markdown(res["flats"]))
     w("## Not measured here (no GPU was lent to this work)")
     w("")
     w("- Anything on a GPU: steps/s, `torch.cuda.max_memory_allocated`, the time of a 500-step SD 1.5 (+ ControlNet) run,")

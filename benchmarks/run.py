@@ -31,13 +31,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks import harness  # noqa: E402
+from benchmarks import flats, harness  # noqa: E402
 from benchmarks.harness import interleaved, peak_rss_mb, summary  # noqa: E402
 
 RESULTS_JSON = HERE / "results.json"
 RESULTS_MD = HERE / "RESULTS.md"
 PY = sys.executable
-SECTIONS = ("startup", "tiny", "builtin", "levers", "lowmem", "e2e", "sd15", "bigdoc")
+SECTIONS = ("startup", "tiny", "builtin", "levers", "lowmem", "e2e", "sd15", "bigdoc", "flats")
 
 
 # ============================================================================================== workers
@@ -544,6 +544,7 @@ WORKERS = {
     "tiny": worker_tiny, "builtin": worker_builtin, "sd15": worker_sd15, "levers": worker_levers, "lowmem": worker_lowmem,
     "bigdoc_make": worker_bigdoc_make, "bigdoc_floor": worker_bigdoc_floor, "bigdoc_project": worker_bigdoc_project,
     "upsample": worker_upsample, "lowmem_vae": worker_lowmem_vae, "e2e_phases": worker_e2e_phases,
+    "flats": lambda args: flats.worker(args.quick),
 }
 
 

@@ -2,6 +2,6 @@
 
 `run` edits each held-out case (`evaluate`) and lights photos without ground truth (`photo_directions`);
 `metrics` says what is measured (PSNR, SSIM, chroma drift, edge similarity, shading strength, direction
-accuracy); `report` holds the results (`EvalReport`), summarises them and writes the table or the JSON.
+accuracy); `colouring` measures colourings (flats) against the truth's regions; `report` holds the results (`EvalReport`), summarises them and writes the table or the JSON.
 Nothing here prints; `on_progress` reports (done, total, method).
 """

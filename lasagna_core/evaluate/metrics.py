@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..color import linear_to_lab, srgb_to_lab, srgb_to_linear
+from ..labelling import components
 
 VISIBLE_SHADING = 1.0
 """Mean |delta L*| (CIE Lab lightness units) a case's change must reach to count in the *visible* direction
@@ -104,26 +105,6 @@ def shading_strength(result: np.ndarray, base: np.ndarray, mask: np.ndarray) -> 
     return float(d[m].mean()) if m.any() else float(d.mean())
 
 
-def components(mask: np.ndarray) -> np.ndarray:
-    """4-connected component labels of a boolean mask [H, W] (0 = background, 1.. = objects)."""
-    labels = np.zeros(mask.shape, dtype=np.int32)
-    h, w = mask.shape
-    current = 0
-    for y0, x0 in zip(*np.nonzero(mask)):
-        if labels[y0, x0]:
-            continue
-        current += 1
-        stack = [(y0, x0)]
-        labels[y0, x0] = current
-        while stack:
-            y, x = stack.pop()
-            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
-                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not labels[ny, nx]:
-                    labels[ny, nx] = current
-                    stack.append((ny, nx))
-    return labels
-
-
 def direction_correlation(result: np.ndarray, base: np.ndarray, mask: np.ndarray | None, vector: tuple[float, float]) -> float | None:
     """Pearson r between the change of log-luminance and each pixel's position (relative to its object's
     centroid, y up) projected on the light's image-plane `vector`; None without an image-plane direction."""
@@ -136,10 +117,10 @@ def direction_correlation(result: np.ndarray, base: np.ndarray, mask: np.ndarray
     m = np.ones((h, w), bool) if mask is None else mask > 0.5
     if m.sum() < 3:
         m = np.ones((h, w), bool)
-    labels = components(m)
+    labels = components(np.where(m, 0, -1))
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     proj = np.zeros((h, w))
-    for label in range(1, labels.max() + 1):
+    for label in range(labels.max() + 1):
         sel = labels == label
         cx, cy = xs[sel].mean(), ys[sel].mean()
         proj[sel] = (xs[sel] - cx) * dx - (ys[sel] - cy) * dy

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..labelling import boundaries, grow
+
 _F = np.float32
 
 
@@ -79,29 +81,13 @@ def absorb_small_regions(regions: np.ndarray, settings: InflateSettings) -> np.n
     ids = regions[regions >= 0]
     if ids.size == 0:
         return regions
-    edge = np.zeros(regions.shape, bool)
-    edge[:, :-1] |= regions[:, :-1] != regions[:, 1:]
-    edge[:, 1:] |= regions[:, 1:] != regions[:, :-1]
-    edge[:-1, :] |= regions[:-1, :] != regions[1:, :]
-    edge[1:, :] |= regions[1:, :] != regions[:-1, :]
+    edge = boundaries(regions)
     edge[[0, -1], :] = edge[:, [0, -1]] = True
     area = np.bincount(ids)
     outline = np.bincount(regions[edge & (regions >= 0)], minlength=area.size)
     side = max(regions.shape)
     small = (area < settings.min_part_area * regions.size) | (area < settings.min_part_width * side * np.maximum(outline, 1))
-    out = np.where((regions >= 0) & small[np.maximum(regions, 0)], -2, regions)
-    while (out == -2).any():  # grow the kept regions into the absorbed pixels, one ring at a time
-        before = out.copy()
-        for target, source in (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
-                               ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
-                               ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
-                               ((slice(None), slice(None, -1)), (slice(None), slice(1, None)))):
-            view, neighbour = out[target], before[source]
-            take = (view == -2) & (neighbour >= 0)
-            view[take] = neighbour[take]
-        if np.array_equal(out, before):
-            break
-    return np.where(out == -2, -1, out)
+    return grow(regions, (regions >= 0) & small[np.maximum(regions, 0)])
 
 
 def normals(height: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..labelling import components
 from ..errors import DocumentError, UsageError
 from .packages import SVG_NS
 
@@ -121,30 +122,6 @@ def rasterise(svg: str, size: int) -> Raster:
             keys[index] = (r * 32 + g) * 32 + b
     colour = np.where(owner >= 0, keys[np.maximum(owner, 0)], -1)
     return Raster(rgba, components(colour))
-
-
-def components(classes: np.ndarray) -> np.ndarray:
-    """4-connected components of equal non-negative values of `classes` (H, W): a label per pixel (the
-    smallest flat index in its component), -1 where classes < 0. Min-label propagation with pointer jumping,
-    in numpy because scipy is not a dependency."""
-    h, w = classes.shape
-    valid = classes >= 0
-    labels = np.where(valid, np.arange(h * w).reshape(h, w), h * w)
-    same_right = valid[:, :-1] & (classes[:, :-1] == classes[:, 1:])
-    same_down = valid[:-1, :] & (classes[:-1, :] == classes[1:, :])
-    while True:
-        new = labels.copy()
-        np.minimum(new[:, :-1], np.where(same_right, labels[:, 1:], h * w), out=new[:, :-1])
-        np.minimum(new[:, 1:], np.where(same_right, labels[:, :-1], h * w), out=new[:, 1:])
-        np.minimum(new[:-1, :], np.where(same_down, labels[1:, :], h * w), out=new[:-1, :])
-        np.minimum(new[1:, :], np.where(same_down, labels[:-1, :], h * w), out=new[1:, :])
-        flat = np.append(new.ravel(), h * w)
-        for _ in range(4):  # pointer jumping: a label's own label is at least as small
-            flat[:-1] = flat[flat[:-1]]
-        new = flat[:-1].reshape(h, w)
-        if np.array_equal(new, labels):
-            return np.where(valid, labels, -1).astype(np.int32)
-        labels = new
 
 
 @dataclass(frozen=True)
