@@ -15,7 +15,8 @@ from psd_tools import PSDImage
 
 from lasagna_core.color_words import COLOR_WORDS, color_words_in, nearest_color_word
 from lasagna_core.flatart.coloring import generate, read_region_ids
-from lasagna_core.flatart.line_art import STYLES, draw_lines, edges
+from lasagna_core.flatart.line_art import STYLES, draw_lines
+from lasagna_core.labelling import boundaries
 from lasagna_core.guides import is_line_art
 from lasagna_core.priors import pixel_file
 from lasagna_core.priors.builtin import BuiltinPrior
@@ -45,9 +46,9 @@ def test_lines_follow_region_edges():
     ink = draw_lines(regions, STYLES["ink"], np.random.default_rng(0))
     assert ink[20, 8] > 0.8 and ink[20, 20] > 0.8 and ink[20, 19] > 0.8  # outline and the inner border
     assert ink[20, 14] == 0 and ink[2, 2] == 0  # inside a region, and the paper
-    assert edges(regions).sum() > 0 and not edges(np.zeros((5, 5), np.int32)).any()
+    assert boundaries(regions).sum() > 0 and not boundaries(np.zeros((5, 5), np.int32)).any()
     gappy = draw_lines(regions, STYLES["gaps"], np.random.default_rng(0))
-    assert (gappy[edges(regions)] == 0).sum() > 0  # some edge pixels left blank
+    assert (gappy[boundaries(regions)] == 0).sum() > 0  # some edge pixels left blank
 
 
 @pytest.fixture(scope="module")

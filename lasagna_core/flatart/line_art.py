@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..labelling import boundaries
+
 _F = np.float32
 
 
@@ -32,18 +34,6 @@ STYLES: dict[str, LineStyle] = {s.name: s for s in (
     LineStyle("pencil", (2.0, 3.5), (0.45, 0.75), grain=0.35),
     LineStyle("gaps", (2.0, 4.0), (0.9, 1.0), gaps=6),
 )}
-
-
-def edges(regions: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels with a 4-neighbour in another region (the art's outline against -1 included)."""
-    edge = np.zeros(regions.shape, bool)
-    right = regions[:, 1:] != regions[:, :-1]
-    down = regions[1:, :] != regions[:-1, :]
-    edge[:, 1:] |= right
-    edge[:, :-1] |= right
-    edge[1:, :] |= down
-    edge[:-1, :] |= down
-    return edge
 
 
 def distance_to(mask: np.ndarray, limit: int) -> np.ndarray:
@@ -78,7 +68,7 @@ def smooth_noise(shape: tuple[int, int], cells: int, rng: np.random.Generator) -
 
 def draw_lines(regions: np.ndarray, style: LineStyle, rng: np.random.Generator) -> np.ndarray:
     """(H, W) float32 ink coverage in [0, 1] (times the line's darkness) along the edges of `regions`."""
-    edge = edges(regions)
+    edge = boundaries(regions)
     width = rng.uniform(*style.width)
     half = np.full(regions.shape, width / 2.0, _F)
     if style.wobble:
