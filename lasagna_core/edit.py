@@ -26,7 +26,7 @@ from .errors import DocumentError, UsageError
 from .generator import LayerOutput
 from .layers import PixelNode
 from .edit_config import EditConfig, EditJob, check_prompt
-from .guides import hints_file, hints_layer, is_line_art
+from .guides import hints_file, take_hints_layer, is_line_art
 from .priors import PriorSettings, load_prior
 from .priors.catalog import family_for
 from .priors.base import Prior
@@ -146,14 +146,16 @@ def run_edit(
     doc = load(job.input, layer=config.layer, max_pixels=config.max_pixels)
     hint_picture = None
     if takes_hints:
-        doc, hint_picture = hints_layer(doc)
+        doc, hint_picture = take_hints_layer(doc)
         if job.hints is not None:
             hint_picture = hints_file(doc, job.hints, config.max_pixels)
-    if spec.greyscale and not is_line_art(doc.base):
+    on_paper = doc.base if doc.alpha is None else doc.base * doc.alpha + (1 - doc.alpha)  # what a colourist sees
+    if spec.greyscale and not is_line_art(on_paper):
         spec = load_template(spec.greyscale)
         check_prompt(job.prompt, spec, config.prior.model)
     settings = edit_settings(spec, config.steps, config.guidance)
-    coverage = _coverage(doc, job.mask, config.max_pixels)
+    flats = any(layer.finish == "flats" for layer in spec.layers)
+    coverage = _coverage(doc, job.mask, config.max_pixels, paper=flats)
     for text in doc.notices:
         if on_notice:
             on_notice(text)
@@ -167,14 +169,15 @@ def run_edit(
     prior = prior or load_prior(asked)
 
     device = prior.device
-    base = torch.from_numpy(doc.base)[None].to(device)
+    base = torch.from_numpy(np.ascontiguousarray(on_paper if flats else doc.base))[None].to(device)
     hints = None if hint_picture is None else torch.from_numpy(hint_picture.rgba)[None].to(device)
     run = Distillation(prior, spec, settings, base, job.prompt, None if coverage is None else coverage.to(device), hints)
     names = layer_names(spec, config.variations, set(doc.layer_names))
     nodes: list[PixelNode] = []
     for index in range(config.variations):
         step_hook = _step_hook(run, job, index, on_progress)
-        nodes += _layer_nodes(spec, run.layers(job.seed + index, step_hook), coverage, index, names[index])
+        nodes += _layer_nodes(spec, run.layers(job.seed + index, step_hook), coverage, index, names[index],
+                              doc.base_layer is not None)
 
     record = _record(job, spec, settings, asked, prior, target.path, run.size, device, names[0])
     record["hints"] = None if hint_picture is None else hint_picture.source
@@ -182,11 +185,12 @@ def run_edit(
     return EditResult(target.path, target.sidecar, time.perf_counter() - started, record)
 
 
-def _coverage(doc: Document, mask_path: Path | None, max_pixels: int) -> Tensor | None:
-    """Where the edit may act, [1, 1, H, W]: the --mask file (its alpha, else its gray), else the base's alpha.
+def _coverage(doc: Document, mask_path: Path | None, max_pixels: int, *, paper: bool = False) -> Tensor | None:
+    """Where the edit may act, [1, 1, H, W]: the --mask file (its alpha, else its gray), else the base's alpha
+    (not for flats, `paper`: line art's transparent paper is what they colour, the base is taken over white).
     Checked before any model is loaded; an empty coverage is refused, since there would be nothing to edit."""
     if mask_path is None:
-        if doc.alpha is None:
+        if doc.alpha is None or paper:
             return None
         coverage, source, empty = torch.from_numpy(doc.alpha)[None], doc.path.name, "fully transparent"
     else:
@@ -225,10 +229,11 @@ def layer_names(spec: EditSpec, variations: int, taken: set[str]) -> list[list[s
 
 
 def _layer_nodes(
-    spec: EditSpec, layers: list[LayerOutput], coverage: Tensor | None, index: int, names: list[str]
+    spec: EditSpec, layers: list[LayerOutput], coverage: Tensor | None, index: int, names: list[str], clip: bool
 ) -> list[PixelNode]:
     """The finished layers as PSD layers; outside the coverage each holds its neutral value (or
-    transparency), so applications that ignore clipping flags still show the same picture."""
+    transparency), so applications that ignore clipping flags still show the same picture. With a --layer
+    base (`clip`) they are clipped to it, except flats, which go beneath their line art."""
     nodes = []
     for layer, name, out in zip(spec.layers, names, layers):
         color, alpha = out.color, out.alpha
@@ -246,6 +251,7 @@ def _layer_nodes(
                 blend_mode=layer.blend_mode,
                 opacity=layer.opacity,
                 visible=index == 0,
+                clipping=clip and layer.finish != "flats",
             )
         )
     return nodes

@@ -1,9 +1,9 @@
 """What a colouring edit reads besides the base: the artist's colour hints, and whether the base is line art.
 
 Hints come the way artists give them: `--hints FILE`, an image the document's size whose opaque pixels are
-colour dots or scribbles, or a top-level layer named `Hints` in the input PSD. A Hints layer is not part of
-the picture being coloured: the base is then the document's other layers composited (Photoshop's stored
-merged image would show the dots).
+colour dots or scribbles, or a top-level layer named `Hints` in the input PSD (kept, hidden, in the output).
+A Hints layer is not part of the picture being coloured: the base is then the document's other layers
+composited (Photoshop's stored merged image would show the dots).
 
 Line art or greyscale (`is_line_art`): in line art what is not paper is thin. The picture's dark part (PSD
 Lum below `PAPER`) is eroded by a few pixels; strokes vanish, filled areas stay. Line art keeps less than
@@ -45,9 +45,10 @@ def hints_file(doc: Document, path: Path, max_pixels: int) -> HintPicture:
     return _checked(HintPicture(np.concatenate([picture.base, picture.alpha]).astype(np.float32), path.name))
 
 
-def hints_layer(doc: Document) -> tuple[Document, HintPicture | None]:
+def take_hints_layer(doc: Document) -> tuple[Document, HintPicture | None]:
     """A PSD's top-level `Hints` layer as hints, and the document with the base composited without it
-    (unchanged, and None, when there is no such layer or the document is not a PSD)."""
+    (unchanged, and None, when there is no such layer or the document is not a PSD). The layer is hidden in
+    the parsed PSD the writer writes back: the output keeps it, and shows the colours, not the dots."""
     if doc.psd is None or doc.base_layer is not None:
         return doc, None
     nodes = read_layer_tree(doc.psd)
@@ -63,6 +64,9 @@ def hints_layer(doc: Document) -> tuple[Document, HintPicture | None]:
         color = node.color if node.color.shape[0] == 3 else np.repeat(node.color, 3, axis=0)
         rgba[:3, y0:y1, x0:x1] = color[(slice(None), *src)]
         rgba[3:, y0:y1, x0:x1] = 1.0 if node.alpha is None else node.alpha[(slice(None), *src)]
+    for layer in doc.psd:
+        if layer.name == node.name and layer.kind == "pixel":
+            layer.visible = False
     base, alpha = composite_to_numpy([n for n in nodes if n is not node], doc.height, doc.width)
     alpha = None if bool((alpha >= 1.0).all()) else alpha
     return replace(doc, base=np.ascontiguousarray(base), alpha=alpha), _checked(HintPicture(rgba, f"layer '{node.name}'"))

@@ -215,3 +215,52 @@ def test_line_art_check():
     filled = np.ones((3, 200, 200), np.float32)
     filled[:, 50:150, 50:150] = 0.4
     assert not is_line_art(filled)
+
+
+def _layered(tmp_path: Path, *, hints: bool, transparent_lines: bool) -> Path:
+    """A PSD: a white Paper layer, a Lines layer (two boxes; transparent around the ink if asked) and,
+    if asked, a Hints layer with a green dot in the left box."""
+    sketch = np.asarray(Image.open(_sketch(tmp_path / "lines.png")).convert("RGB"))
+    psd = PSDImage.new("RGB", (96, 96))
+    psd.create_pixel_layer_from_array(np.full((96, 96, 3), 255, np.uint8), name="Paper")
+    if transparent_lines:
+        ink = (sketch[..., :1] < 128).astype(np.uint8) * 255
+        lines = np.concatenate([np.zeros_like(sketch), ink], axis=2)
+    else:
+        lines = sketch
+    psd.create_pixel_layer_from_array(np.ascontiguousarray(lines), name="Lines")
+    if hints:
+        dot = np.zeros((96, 96, 4), np.uint8)
+        dot[40:46, 30:36] = (30, 200, 60, 255)
+        psd.create_pixel_layer_from_array(dot, name="Hints")
+    path = tmp_path / "layered.psd"
+    psd.save(path)
+    return path
+
+
+def test_hints_layer_is_read_and_kept_hidden(color_weights: Path, tmp_path: Path):
+    source = _layered(tmp_path, hints=True, transparent_lines=False)
+    out = tmp_path / "out.psd"
+    code, _, stderr = cli("colorize", str(source), "-o", str(out), "-m", str(color_weights), *FAST)
+    assert code == 0, stderr
+    layers = {l.name: l for l in PSDImage.open(out)}
+    assert not layers["Hints"].visible and layers["Lines"].visible
+    flats = layers["Flats"].numpy()[..., :3]
+    assert np.abs(flats[48, 30] - np.array([30, 200, 60]) / 255).max() < 2 / 255
+    merged = np.asarray(PSDImage.open(out).topil().convert("RGB"), np.float32) / 255
+    assert np.abs(merged[42, 32] - flats[42, 32]).max() < 2 / 255  # the merged image shows the flat, not the dot layer
+
+
+def test_flats_go_beneath_a_line_art_layer(color_weights: Path, tmp_path: Path):
+    source = _layered(tmp_path, hints=False, transparent_lines=True)
+    out = tmp_path / "out.psd"
+    code, _, stderr = cli("colorize", str(source), "-o", str(out), "--layer", "Lines", "-m", str(color_weights), *FAST)
+    assert code == 0, stderr
+    names = [l.name for l in PSDImage.open(out)]
+    assert names == ["Paper", "Flats", "Lines"]  # bottom to top: directly beneath the line art
+    flats = next(l for l in PSDImage.open(out) if l.name == "Flats")
+    assert not flats.clipping and flats.blend_mode.name == "MULTIPLY"
+    pixels = flats.numpy()[..., :3]
+    q = 96 // 8
+    region = pixels[3 * q:5 * q, 2 * q + 4:4 * q - 3]
+    assert np.ptp(region.reshape(-1, 3), axis=0).max() < 1e-6  # the line layer's transparent paper is coloured as one region

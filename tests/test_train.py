@@ -161,3 +161,28 @@ def test_controlnet_resume_refuses_a_checkpoint_of_another_model(data, tmp_path,
     monkeypatch.chdir(tmp_path / "cn")
     again = train_controlnet(str(eps), data, Path("."), ControlNetConfig(steps=3, batch_size=1, device="cpu"))
     assert again.finished and again.steps_done == 3 and (tmp_path / "cn" / "config.json").is_file()
+
+
+def test_sigterm_stops_training_at_a_checkpoint(data, tmp_path):
+    """A `nohup` run that is killed with SIGTERM saves where it got to and says how to resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "p.safetensors"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lasagna_cli", "train", "builtin", "--data", str(data), "--out", str(out),
+         "--size", str(SIZE), "--steps", "100000", "--batch-size", "2", "--checkpoint-every", "100000", "--log-every", "1"],
+        stderr=subprocess.PIPE, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("step 3/"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, rest
+    state = json.loads((checkpoint_dir(out) / "state.json").read_text())
+    assert state["step"] >= 3
+    assert f"stopped at step {state['step']}/100000" in rest and "Traceback" not in rest

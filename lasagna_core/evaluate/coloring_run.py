@@ -97,14 +97,15 @@ def _mean(values: Any) -> float | None:
 
 
 def is_coloring_data(data: Path) -> bool:
-    """A colouring manifest's lines carry `kind` (line-art / greyscale); a relighting one's do not."""
+    """A colouring manifest's lines carry `kind` (line-art / greyscale); a relighting one's do not. False when
+    there is no manifest to read (the relighting path says so, after its own checks)."""
     from ..train.manifest import manifest_path
 
-    with open(manifest_path(data), encoding="utf-8") as fh:
-        first = fh.readline()
     try:
+        with open(manifest_path(data), encoding="utf-8") as fh:
+            first = fh.readline()
         return "kind" in json.loads(first)
-    except ValueError:
+    except (UsageError, OSError, ValueError):
         return False
 
 

@@ -91,25 +91,26 @@ def train_controlnet(model: str, data: Path, out: Path, config: ControlNetConfig
         return {"noisy": schedule.add_noise(latents, noise, t), "t": t, "text": embed(prompts), "hint": hint,
                 "goal": schedule.training_target(latents, noise, t)}
 
-    fixed = None
-    while not run.finished:
-        batch = fixed if fixed is not None else make_batch()
-        if config.overfit_one_batch:
-            fixed = batch
-        down, mid = controlnet(batch["noisy"], batch["t"], encoder_hidden_states=batch["text"],
-                               controlnet_cond=batch["hint"], return_dict=False)
-        pred = unet(batch["noisy"], batch["t"], encoder_hidden_states=batch["text"], down_block_additional_residuals=down,
-                    mid_block_additional_residual=mid, return_dict=False)[0]
-        loss = F.mse_loss(pred.float(), batch["goal"].float())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
-        optimizer.step()
-        stop = run.step_done(float(loss.item()))
-        if on_progress is not None:
-            on_progress(TrainStep(run.step, config.steps, run.history["loss"][-1], config.learning_rate, run.seconds))
-        if stop:
-            break
+    with run.stopping_on_signals():
+        fixed = None
+        while not run.finished:
+            batch = fixed if fixed is not None else make_batch()
+            if config.overfit_one_batch:
+                fixed = batch
+            down, mid = controlnet(batch["noisy"], batch["t"], encoder_hidden_states=batch["text"],
+                                   controlnet_cond=batch["hint"], return_dict=False)
+            pred = unet(batch["noisy"], batch["t"], encoder_hidden_states=batch["text"], down_block_additional_residuals=down,
+                        mid_block_additional_residual=mid, return_dict=False)[0]
+            loss = F.mse_loss(pred.float(), batch["goal"].float())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
+            optimizer.step()
+            stop = run.step_done(float(loss.item()))
+            if on_progress is not None:
+                on_progress(TrainStep(run.step, config.steps, run.history["loss"][-1], config.learning_rate, run.seconds))
+            if stop:
+                break
 
     _save_controlnet(controlnet, out)
     curve = draw_loss_curve(run.history, out / "loss.png", f"ControlNet: loss, {run.step} steps")

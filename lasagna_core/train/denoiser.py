@@ -40,7 +40,6 @@ def fit_denoiser(
 ) -> None:
     """Train `model` until `run` says stop (finished or past its deadline), keeping `ema` as its moving average
     (`config.ema`)."""
-    fixed: Batch | None = None
 
     def validate() -> None:
         if val_batch is not None:
@@ -48,6 +47,13 @@ def fit_denoiser(
             run.history["val_loss"].append(val_loss(ema, val_batch))
 
     model.train()
+    with run.stopping_on_signals():
+        _steps(model, ema, optimizer, run, config, next_batch, validate, on_progress)
+
+
+def _steps(model: Any, ema: Any, optimizer: torch.optim.Optimizer, run: TrainingRun, config: DenoiserSettings,
+           next_batch: Callable[[], Batch], validate: Callable[[], None], on_progress: ProgressCallback | None) -> None:
+    fixed: Batch | None = None
     while not run.finished:
         if config.overfit_one_batch and fixed is not None:
             batch = fixed

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,7 @@ class TrainingRun:
         self.step = 0
         self.seconds_before = 0.0
         self.deadline = None if config.max_minutes is None else started + 60 * config.max_minutes
+        self.stop_signal: int | None = None
 
     @property
     def seconds(self) -> float:
@@ -146,6 +148,28 @@ class TrainingRun:
                  "fingerprint": self.fingerprint, "config": asdict(self.config)}
         _save_checkpoint(self.folder, {**{n: m.state_dict() for n, m in self.modules.items()}, "optimizer": opt_flat}, state)
 
+    @contextmanager
+    def stopping_on_signals(self) -> Iterator[None]:
+        """Inside, SIGINT/SIGTERM end the run at the end of the current step, checkpointed (a killed `nohup`
+        run loses nothing but that step); the handlers before are restored after. Main thread only, where
+        Python delivers signals."""
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum: int, frame: Any) -> None:
+            self.stop_signal = signum
+
+        kept = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in kept.items():
+                signal.signal(s, handler)
+
     def step_done(self, loss: float, on_checkpoint: Callable[[], None] | None = None) -> bool:
         """Record a finished step's loss and checkpoint when due (`on_checkpoint` first, e.g. a validation
         loss); True when the run must stop now (finished, or past the deadline, checkpointed)."""
@@ -155,7 +179,8 @@ class TrainingRun:
             if on_checkpoint is not None:
                 on_checkpoint()
             self.save()
-        if not self.finished and self.deadline is not None and time.perf_counter() > self.deadline:
+        past_deadline = self.deadline is not None and time.perf_counter() > self.deadline
+        if not self.finished and (past_deadline or self.stop_signal is not None):
             self.save()
             return True
         return self.finished

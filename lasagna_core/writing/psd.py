@@ -1,7 +1,8 @@
 """The Photoshop writer: the source document with the new layers added and a new merged image.
 
 Every original layer is kept as it was (psd-tools writes back the records it read); new layers go on top,
-or right above the `--layer` base as clipping masks. The stored merged image is replaced by the new
+or, with a `--layer` base, right above it as clipping masks (nodes marked `clipping`) or right beneath it
+(the others: flats under a line-art layer). The stored merged image is replaced by the new
 composite, computed here (not by psd-tools' own compositor, which differs from Photoshop's), and that needs
 psd-tools' private record API: `write_psd_with_merged_image` is the one place that touches it.
 """
@@ -50,7 +51,7 @@ class PsdFormat:
             quantised = _quantised(node, psd.depth)
             added = _add_layer(psd, node, anchor, quantised)
             stored.append(_as_stored(node, quantised, psd.depth))
-            if anchor is not None:
+            if anchor is not None and node.clipping:
                 anchor = added
         color, alpha = _merged_after_edit(doc, psd, stored)
         _drop_stale_thumbnails(psd)
@@ -144,10 +145,10 @@ def _add_layer(psd: Any, node: PixelNode, anchor: Any | None, quantised: tuple[n
     )
     layer.name = node.name  # the setter also writes the Unicode name block that psd-tools' constructor omits
     layer.visible = node.visible
-    if anchor is not None:
+    if anchor is not None:  # clipped right above the --layer base, or (flats under line art) right beneath it
         parent = anchor.parent
-        parent.insert(parent.index(anchor) + 1, layer)
-        layer.clipping = True
+        parent.insert(parent.index(anchor) + (1 if node.clipping else 0), layer)
+        layer.clipping = node.clipping
     return layer
 
 
