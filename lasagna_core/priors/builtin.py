@@ -34,7 +34,7 @@ from torch import Tensor
 
 from lasagna_core.directions import parse_direction
 from lasagna_core.errors import ModelError, UsageError, reason
-from lasagna_core.priors.base import Condition, Prior
+from lasagna_core.priors.base import Condition, Prior, classifier_free_guidance
 from lasagna_core.priors.registry import Capabilities, register_prior
 from lasagna_core.priors.schedule import NoiseSchedule
 
@@ -283,7 +283,7 @@ class BuiltinPrior(Prior):
             tt = torch.full((2 * b,), int(t), device=self.device, dtype=torch.long)
             eps = self.predict(torch.cat([x, x]), tt, torch.cat([cond_base, cond_base]), classes).float()
             eps_u, eps_c = eps.chunk(2)
-            x = scheduler.step(eps_u + guidance * (eps_c - eps_u), t, x).prev_sample
+            x = scheduler.step(classifier_free_guidance(eps_u, eps_c, guidance), t, x).prev_sample
         return ((x + 1) / 2).clamp(0, 1)
 
 

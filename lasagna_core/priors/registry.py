@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from lasagna_core.errors import ModelError
 
-CONDITIONS = ("text", "direction", "image")
+CONDITIONS = ("text", "direction", "image", "matte")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ class Capabilities:
     samples: `Prior.sample` generates images (eval's direct baseline); otherwise it refuses.
     encoder: an encoder sits between the pixels and the diffused variable (a latent model).
     conditions_on: what the prompt and the base become for the network: "text" (embeddings), "direction"
-        (a light-direction class parsed from the prompt), "image" (the base as a hint).
+        (a light-direction class parsed from the prompt), "image" (the base as a hint), "matte" (the edit's
+        coverage, where the subject is: `condition(..., matte=)` takes it).
     """
 
     samples: bool = False
