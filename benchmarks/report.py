@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from benchmarks import flats
@@ -316,9 +318,10 @@ def write_markdown(res: dict[str, Any]) -> str:
         w("")
     if "flats" in res:
         out.extend(flats.markdown(res["flats"]))
+    out.extend(gpu_section())
     w("## Not measured here (no GPU was lent to this work)")
     w("")
-    w("- Anything on a GPU: steps/s, `torch.cuda.max_memory_allocated`, the time of a 500-step SD 1.5 (+ ControlNet) run,")
+    w("- Anything on a GPU (`benchmarks/gpu.py` above is ready for it): steps/s, `torch.cuda.max_memory_allocated`, the time of a 500-step SD 1.5 (+ ControlNet) run,")
     w("  and whether `--low-memory` brings SD 1.5 + ControlNet at 512 px under 8 GB. Estimate from the parts, fp16: U-Net")
     w("  1.7 GB + ControlNet 0.7 GB + VAE encoder 0.07 GB of weights (decoder and text encoder moved off), plus activations")
     w("  of the encoder's backward at 512 px (the part gradient checkpointing cuts) and of one batch-8 U-Net forward")
@@ -335,3 +338,35 @@ def write_markdown(res: dict[str, Any]) -> str:
     w("  without a held-out criterion; not worth a guess without GPU-scale runs to calibrate it.")
     w("")
     return "\n".join(out) + "\n"
+
+
+GPU_RESULTS = Path(__file__).resolve().parent / "gpu-results.json"
+
+
+def gpu_section() -> list[str]:
+    """The GPU section: benchmarks/gpu.py's table when a full-size run has written gpu-results.json, else
+    what is not yet measured and the command that measures it."""
+    lines = ["## GPU: SD 1.5 + ControlNet, IC-Light fc and SDXL base (`benchmarks/gpu.py`)", ""]
+    report = json.loads(GPU_RESULTS.read_text(encoding="utf-8")) if GPU_RESULTS.is_file() else None
+    if report and not report.get("tiny"):
+        from benchmarks.gpu import table
+
+        lines += [f"Measured on {report['device']}, torch {report['torch']}, {report['date']} (`{report['command']}`):", "",
+                  table(report["rows"]).rstrip("\n"), ""]
+        return lines
+    return lines + [
+        "**Not yet measured: no GPU has been lent to this work.** No GPU number in this file or the README is a measurement.",
+        "",
+        "`python benchmarks/gpu.py` (one command, on a CUDA machine) builds the three priors with random weights of",
+        "the published architectures at their native sizes (SD 1.5 U-Net + a ControlNet from it at 512 px; the same",
+        "U-Net widened to IC-Light fc's 8 inputs at 512 px; SDXL base's U-Net, VAE and both text encoders at",
+        "1024 px), runs the real `distill()` loop with each prior's template (shade-sd, shade-iclight: 4 noise",
+        "samples; shade-sdxl: 2) in fp16 and in bf16, and reports steps/s, peak GPU memory",
+        "(`torch.cuda.max_memory_allocated`), the parts of the floor each timed alone with device synchronisation",
+        "(the prior's batched network call, the encoder's forward + backward, the layer generator's forward +",
+        "backward), the encoder's share of a step and the largest gap (the costliest part, or the overhead above the",
+        "floor): what to act on first. It writes benchmarks/gpu-results.json, from which this section is rebuilt.",
+        "`python benchmarks/gpu.py --tiny --device cpu` runs the same code on the test suite's tiny shapes",
+        "(tests/test_gpu_benchmark.py does, so the script stays alive); its numbers are not GPU numbers.",
+        "",
+    ]

@@ -113,12 +113,13 @@ def templates(
     json_output: bool = typer.Option(False, "--json", help="Print the templates as JSON on stdout."),
 ) -> None:
     """List the built-in edit templates and the layers each one makes."""
+    from lasagna_core.priors.registry import flag_of
     from lasagna_core.templates import builtin_names, load_template
 
     specs = [load_template(name) for name in builtin_names()]
     if json_output:
         print_json([
-            {"name": s.name, "description": s.description, "model": s.model,
+            {"name": s.name, "description": s.description, "model": s.model, "prior_options": dict(s.prior_options),
              "layers": [{"name": l.name, "blend_mode": l.blend_mode.value, "channels": l.channels, "alpha": l.alpha,
                          "range": [l.low, l.high], "neutral": l.neutral} for l in s.layers]}
             for s in specs
@@ -126,7 +127,8 @@ def templates(
         return
     for spec in specs:
         layers = ", ".join(f"{l.name} ({l.blend_mode.value}{', RGB' if l.channels == 3 else ''}{' + alpha' if l.alpha else ''})" for l in spec.layers)
-        show((spec.name, "bold"), f"  {spec.description}\n    layers: {layers}\n    model: {spec.model}")
+        options = "".join(f" {flag_of(name)}" + ("" if value is True else f" {value}") for name, value in spec.prior_options)
+        show((spec.name, "bold"), f"  {spec.description}\n    layers: {layers}\n    model: {spec.model}{options}")
 
 
 models = typer.Typer(help="Download and manage diffusion priors.", no_args_is_help=True)
@@ -140,12 +142,17 @@ app.add_typer(dataset_app, name="dataset")
 @guarded
 def models_pull(
     model_id: str = typer.Argument(..., help="Hugging Face hub id, e.g. stable-diffusion-v1-5/stable-diffusion-v1-5."),
-    controlnet: bool = typer.Option(False, "--controlnet", help="The id is a ControlNet adapter, not a full pipeline."),
+    controlnet: bool = typer.Option(False, "--controlnet", help="The id is a ControlNet adapter (or a tiny autoencoder for --vae), not a full pipeline."),
+    iclight: bool = typer.Option(False, "--iclight", help="The id is IC-Light's repo (lllyasviel/ic-light): fetch its fc and fbc offsets."),
 ) -> None:
-    """Download a model's safetensors weights into the local Hugging Face cache, for offline use."""
+    """Download a model's safetensors weights into the local Hugging Face cache, for offline use (SD and SDXL
+    pipelines are told apart by their model_index.json)."""
+    from lasagna_core.errors import UsageError
     from lasagna_core.priors import pull_model
 
-    path = pull_model(model_id, adapter=controlnet)
+    if controlnet and iclight:
+        raise UsageError("--controlnet and --iclight name different kinds of repo: pass one")
+    path = pull_model(model_id, adapter="controlnet" if controlnet else "iclight" if iclight else None)
     show(str(path))
 
 

@@ -18,13 +18,13 @@ def eval_command(
     split: str = typer.Option("test", "--split", help="Which split to evaluate: test (held out, for reporting) or val (for tuning settings)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Evaluate a fixed, seeded sample of N cases (default: all)."),
     out: list[Path] = typer.Option([], "--out", "-o", help="Write the results: .json (every case) or .md (the table). Repeatable."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Prior to distil from and sample (default: the built-in relighting prior, or the colouring one for colouring data)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Prior to distil from and sample (default: the template's; the built-in prior for shade, the colouring prior for colouring data)."),
     template: str = typer.Option("shade", "--template", "-t", help="Edit template whose layers Lasagna distils (relighting data; colouring data uses colorize and colorize-grey)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Distillation steps (default: the template's)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="SDS guidance (default: the template's)."),
     direct_steps: int = typer.Option(50, "--direct-steps", min=1, help="DDIM steps of the direct-generation baseline."),
     direct_guidance: float = typer.Option(3.0, "--direct-guidance", min=0.0, help="Guidance of the direct-generation baseline."),
-    direct: bool = typer.Option(True, "--direct/--no-direct", help="Run the direct-generation baseline (it samples the prior: built-in prior only)."),
+    direct: bool = typer.Option(True, "--direct/--no-direct", help="Run the direct-generation baseline (it samples the prior: the built-in prior, or IC-Light with --iclight)."),
     photos: list[Path] = typer.Option([], "--photo", help="Also measure direction accuracy on this photo (no ground truth). Repeatable."),
     skimage_photos: bool = typer.Option(False, "--skimage-photos", help="Also use scikit-image's bundled sample photos (pip install 'lasagna[eval]')."),
     pictures: Optional[Path] = typer.Option(None, "--pictures", help="Folder for contact sheets (base | GT | Lasagna | direct) to look at."),
@@ -53,7 +53,7 @@ def eval_command(
     from lasagna_core.evaluate.run import METHODS, evaluate
 
     named = [(p.stem, _load(p)) for p in photos] + (_skimage_photos() if skimage_photos else [])  # a bad path fails first
-    prior = PriorSettings(model or "builtin", device, options=prior_options or {})
+    prior = PriorSettings(model, device, options=prior_options or {})
     report = evaluate(
         data, prior_settings=prior, template=template, limit=limit, split=split, seed=seed, steps=steps, guidance=guidance,
         direct_steps=direct_steps, direct_guidance=direct_guidance, photos=named, pictures=pictures,

@@ -45,7 +45,11 @@ PRIOR_FLAGS: tuple[PriorFlag, ...] = (
         False, "--fast-encoder", help="Encode the composite at half size for the gradient (a quarter of the encoder work or less, blurrier latents; SD models)."),
         lambda on: "half" if on else None),
     PriorFlag("vae", Optional[str], typer.Option(
-        None, "--vae", help="A tiny autoencoder (diffusers AutoencoderTiny folder or hub id, e.g. madebyollin/taesd) for the gradient path (SD models).")),
+        None, "--vae", help="A tiny autoencoder (diffusers AutoencoderTiny folder or hub id, e.g. madebyollin/taesd, madebyollin/taesdxl for SDXL) for the gradient path (SD models).")),
+    PriorFlag("iclight", Optional[str], typer.Option(
+        None, "--iclight", help="IC-Light relighting offset merged into the SD 1.5 --model: its .safetensors file, or lllyasviel/ic-light (pulled) for fc, fbc with --background.")),
+    PriorFlag("background", Optional[str], typer.Option(
+        None, "--background", help="The background picture an IC-Light fbc offset conditions on (with --iclight).")),
 )
 
 

@@ -47,10 +47,16 @@ ProgressCallback = Callable[[StepInfo, int, int], None]  # (step info, variation
 
 
 def prior_settings(config: EditConfig, spec: EditSpec | None = None) -> PriorSettings:
-    """The config's prior settings with the template's default model when no --model was given."""
-    if config.prior.model:
-        return config.prior
-    return replace(config.prior, model=(spec or load_template(config.template)).model)
+    """The config's prior settings with the template's default model when no --model was given, and the
+    template's [prior] options under the command line's."""
+    return with_template(config.prior, spec or load_template(config.template))
+
+
+def with_template(settings: PriorSettings, spec: EditSpec) -> PriorSettings:
+    """`settings` with the template's model when it names none, and the template's prior options where the
+    command line gave none (`shade-iclight` brings `iclight`)."""
+    options = {**dict(spec.prior_options), **settings.option_values()}
+    return replace(settings, model=settings.model or spec.model, options=options)
 
 
 def load_edit_prior(config: EditConfig, spec: EditSpec | None = None) -> Prior:
@@ -91,7 +97,11 @@ class Distillation:
         self.base_low = resize(base, self.size)
         self.mask_low = None if coverage is None else resize(coverage, self.size)
         hint = resize(base, self.prior_size)
-        guides = {} if hints is None else {"hints": hints}  # only priors that condition on hints take them
+        guides: dict[str, Tensor] = {}  # only priors that condition on hints / a matte take them
+        if hints is not None:
+            guides["hints"] = hints
+        if coverage is not None and "matte" in prior.capabilities.conditions_on:
+            guides["matte"] = resize(coverage, self.prior_size)
         self.condition = prior.condition(spec.render_prompt(prompt), hint, spec.negative_prompt, **guides)
         self._regions: Any = None
 

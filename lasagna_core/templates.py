@@ -123,6 +123,7 @@ class EditSpec:
     source: str  # where it was read from, for messages
     generator: GeneratorSettings = GeneratorSettings()
     greyscale: str | None = None  # the template to use instead when the input is a greyscale picture, not line art
+    prior_options: tuple[tuple[str, Any], ...] = ()  # [prior]: the family's options by Config field name
 
     def render_prompt(self, text: str) -> str:
         return self.prompt.replace("{prompt}", text.strip())
@@ -197,7 +198,19 @@ def _build(data: dict[str, Any], source: str) -> EditSpec:
         source=source,
         generator=_generator(data.get("generator", {})),
         greyscale=str(data["greyscale"]) if "greyscale" in data else None,
+        prior_options=_prior_options(data.get("prior", {})),
     )
+
+
+def _prior_options(table: Any) -> tuple[tuple[str, Any], ...]:
+    """The [prior] table: option names of the prior's family with text or true/false values (which names the
+    family has is checked when it loads, in the command line's words)."""
+    if not isinstance(table, dict):
+        raise ValueError("'prior' must be a [prior] table")
+    for key, value in table.items():
+        if not isinstance(value, (str, bool)):
+            raise ValueError(f"[prior] {key} must be text or true/false, not {value!r}")
+    return tuple(sorted(table.items()))
 
 
 def _layer(entry: dict[str, Any]) -> LayerSpec:

@@ -1,8 +1,9 @@
-"""Shared test helpers: where the Photoshop fixtures are, and small documents built in code."""
+"""Shared test helpers: where the Photoshop fixtures are, small documents built in code, and an offline HF cache."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,31 @@ def edit_job(input: Path, prompt: str, *, model: str | None = None, device: str 
     from lasagna_core.priors import PriorSettings
 
     return EditJob(input, prompt, EditConfig(prior=PriorSettings(model, device), **config), output=output, seed=seed)
+
+
+@pytest.fixture
+def fake_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty HF cache in offline mode: nothing can be downloaded; `put_in_cache` adds snapshots by hand."""
+    import huggingface_hub.constants as hf_constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def put_in_cache(cache: Path, repo: str, files: dict[str, Path]) -> Path:
+    """A snapshot of hub repo `repo` in `cache` holding `files` (name in the repo -> a local file or folder; ""
+    for a folder's contents at the repo's root); returns the snapshot folder."""
+    snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    for name, source in files.items():
+        if Path(source).is_dir():
+            shutil.copytree(source, snapshot / name, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(source, snapshot / name)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abc")
+    return snapshot

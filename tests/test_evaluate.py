@@ -153,7 +153,7 @@ def test_direct_baseline_needs_a_prior_that_samples(tmp_path):
 
     data = make_manifest(tmp_path / "data", scenes=1, size=16, directions=("left",))
     model = make_tiny_sd(tmp_path / "sd")
-    with pytest.raises(UsageError, match="only the built-in prior can"):
+    with pytest.raises(UsageError, match=r"can.t do \(pass --no-direct\)"):
         evaluate(data, prior_settings=PriorSettings(str(model), device="cpu"))
     report = evaluate(data, prior_settings=PriorSettings(str(model), device="cpu"), steps=1, methods=("base", "lasagna"))
     assert report.cases == 1 and "direct" not in report.summary

@@ -2,7 +2,8 @@
 
 `ToyPrior` below is one class and one registration: `lasagna shade`, `batch` and `eval` reach it by
 `--model toy-prior` with no edit anywhere else in the code base. The parametrised contract runs over every
-Lasagna family (built-in, Stable Diffusion with and without a ControlNet, tiny models) and the toy:
+Lasagna family (built-in, Stable Diffusion plain, with a ControlNet and with IC-Light fc and fbc offsets, SDXL;
+tiny models) and the toy:
 shapes, determinism for a seed, finite gradients, refusals, and capabilities that tell the truth.
 """
 
@@ -82,7 +83,8 @@ def run(*args: str) -> tuple[int, str, str]:
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from lasagna_core.priors import builtin, pixel_file
     from tests.relight_data import tiny_unet
-    from tests.tiny_sd import make_tiny_sd
+    from tests.tiny_sd import make_iclight_offset, make_tiny_sd
+    from tests.tiny_sdxl import make_tiny_sdxl
 
     root = tmp_path_factory.mktemp("contract")
     torch.manual_seed(0)
@@ -90,10 +92,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                                    task="relight", classes=["left", "right", "top", "bottom"],
                                    scheduler_config=pixel_file.default_scheduler_config())
     sd = make_tiny_sd(root / "sd", controlnet_folder=root / "cn")
-    return {"builtin": str(weights), "sd": str(sd), "cn": str(root / "cn")}
+    Image.new("RGB", (48, 32), (30, 90, 160)).save(root / "background.png")
+    return {"builtin": str(weights), "sd": str(sd), "cn": str(root / "cn"), "sdxl": str(make_tiny_sdxl(root / "sdxl")),
+            "fc": str(make_iclight_offset(sd, root / "fc.safetensors")),
+            "fbc": str(make_iclight_offset(sd, root / "fbc.safetensors", channels=12)), "background": str(root / "background.png")}
 
 
-KINDS = ["builtin", "stable-diffusion", "stable-diffusion+controlnet", "toy"]
+KINDS = ["builtin", "stable-diffusion", "stable-diffusion+controlnet", "stable-diffusion+iclight-fc",
+         "stable-diffusion+iclight-fbc", "sdxl", "toy"]
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -103,6 +109,10 @@ def prior(request: pytest.FixtureRequest, models: dict[str, str]) -> Prior:
         "builtin": PriorSettings(models["builtin"], device="cpu"),
         "stable-diffusion": PriorSettings(models["sd"], device="cpu"),
         "stable-diffusion+controlnet": PriorSettings(models["sd"], device="cpu", options={"controlnet": models["cn"]}),
+        "stable-diffusion+iclight-fc": PriorSettings(models["sd"], device="cpu", options={"iclight": models["fc"]}),
+        "stable-diffusion+iclight-fbc": PriorSettings(models["sd"], device="cpu", options={
+            "iclight": models["fbc"], "background": models["background"]}),
+        "sdxl": PriorSettings(models["sdxl"], device="cpu"),
         "toy": PriorSettings(TOY, device="cpu"),
     }[kind]
     return load_prior(settings)
@@ -174,6 +184,10 @@ def test_capabilities_tell_the_truth(prior: Prior) -> None:
     reference = _loss(prior, prior.condition(first, base), image)
     assert not torch.equal(reference, _loss(prior, prior.condition(second, base), image))  # the prompt counts
     assert torch.equal(reference, _loss(prior, prior.condition(first, other), image)) != ("image" in caps.conditions_on)
+    if "matte" in caps.conditions_on:  # the matte counts too: the base greyed outside it
+        half = torch.ones(1, 1, *base.shape[-2:])
+        half[..., : base.shape[-1] // 2] = 0
+        assert not torch.equal(reference, _loss(prior, prior.condition(first, base, matte=half), image))
     if caps.samples:
         out = prior.sample(base.repeat(2, 1, 1, 1), [first, second], steps=2, generator=torch.Generator().manual_seed(0))
         assert out.shape == (2, *base.shape[1:]) and 0 <= out.min() and out.max() <= 1
@@ -252,7 +266,7 @@ def test_toy_prior_refuses_an_option_it_lacks_in_one_line(picture: Path, tmp_pat
     code, _, err = run("shade", str(picture), "-p", "light", "-m", TOY, "--vae", "somewhere", "--steps", "1", "-o",
                        str(tmp_path / "out.psd"))
     assert code == 1 and err.strip().splitlines() == [
-        "error: --vae needs a Stable Diffusion model; the toy prior has no such option."]
+        "error: --vae needs a Stable Diffusion or Stable Diffusion XL model; the toy prior has no such option."]
     assert not (tmp_path / "out.psd").exists()
 
 
@@ -261,7 +275,7 @@ def test_toy_prior_is_evaluated_through_the_cli(tmp_path: Path) -> None:
 
     data = make_manifest(tmp_path / "data", scenes=2, size=16, directions=("left",))
     code, _, err = run("eval", "--data", str(data), "--model", TOY, "--steps", "2")
-    assert code == 2 and "only the built-in prior can (pass --no-direct)" in err
+    assert code == 2 and "can't do (pass --no-direct)" in err
     code, out, err = run("eval", "--data", str(data), "--model", TOY, "--steps", "2", "--no-direct", "--json")
     assert code == 0, err
     report = json.loads(out)

@@ -17,6 +17,7 @@ from lasagna_core.priors import Prior, PriorSettings, load_prior, pull_model, sd
 from lasagna_core.priors.base import Condition, sds_surrogate_loss
 from lasagna_core.priors.schedule import NoiseSchedule
 from lasagna_core.runtime import resolve_device, resolve_dtype
+from tests.conftest import put_in_cache
 from tests.tiny_sd import TINY_MULTIPLE, TINY_RESOLUTION, make_tiny_sd, make_tiny_single_file
 
 SIZE = TINY_RESOLUTION
@@ -38,19 +39,6 @@ def prior(models) -> Prior:
 @pytest.fixture(scope="module")
 def cn_prior(models) -> Prior:
     return load_prior(PriorSettings(str(models["sd"]), device="cpu", options={"controlnet": str(models["controlnet"])}))
-
-
-@pytest.fixture
-def fake_hub_cache(tmp_path, monkeypatch) -> Path:
-    """An empty HF cache in offline mode: nothing can be downloaded, nothing real is found."""
-    import huggingface_hub.constants as hf_constants
-
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
-    return cache
 
 
 def _image(b: int = 1, seed: int = 0, size: int = SIZE) -> torch.Tensor:
@@ -271,10 +259,7 @@ def test_uncached_hub_id_offline(fake_hub_cache):
 
 
 def test_cached_hub_id_loads_from_the_cache(models, fake_hub_cache):
-    repo = fake_hub_cache / "models--lasagna-tests--tiny-sd"
-    shutil.copytree(models["sd"], repo / "snapshots" / "0123abc")
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0123abc")
+    put_in_cache(fake_hub_cache, "lasagna-tests/tiny-sd", {"": models["sd"]})
     p = load_prior(PriorSettings("lasagna-tests/tiny-sd", device="cpu"))
     assert p.resolution == SIZE
 

@@ -148,7 +148,7 @@ def test_cli_speed_options_reach_the_prior_and_the_sidecar(models: dict[str, Pat
     record = json.loads(out.with_name(out.name + ".json").read_text())
     assert record["prior"] == "stable-diffusion"
     assert record["prior_options"] == {"controlnet": None, "model_config": None, "vae": None, "fast_encoder": "half",
-                                       "low_memory": True}
+                                       "low_memory": True, "iclight": None, "background": None}
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["templates"], ["templates", "--json"]])

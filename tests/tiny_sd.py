@@ -20,6 +20,12 @@ API (stable; other test files depend on it):
         Converts a make_tiny_sd folder into one original-format (LDM keys) .safetensors checkpoint, the
         kind A1111/ComfyUI users have; load it with config=folder.
 
+    make_iclight_offset(folder, out_file, *, channels=8, seed=4) -> Path
+        An IC-Light offset file for a make_tiny_sd model, made as the real ones are (module function doc).
+
+    tiny_vae(vae_blocks=4, **config), _unet_to_ldm, _vae_to_ldm, _write_tokenizer_files: shared with
+        tests/tiny_sdxl.py.
+
     TINY_RESOLUTION = 64, TINY_MULTIPLE = 16
 """
 
@@ -60,8 +66,26 @@ def _write_tokenizer_files(folder: Path) -> tuple[Path, Path, int]:
     return vocab_file, merges_file, len(vocab)
 
 
+def tiny_vae(vae_blocks: int = 4, **config):
+    """The tiny models' AutoencoderKL (8x downsampling with 4 blocks), from the caller's RNG state."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * vae_blocks,
+        up_block_types=("UpDecoderBlock2D",) * vae_blocks,
+        block_out_channels=(8, 16, 16, 16)[:vae_blocks],
+        layers_per_block=1,
+        norm_num_groups=8,
+        latent_channels=4,
+        sample_size=TINY_RESOLUTION,
+        **config,
+    )
+
+
 def _build(tmp: Path, prediction_type: str, with_controlnet: bool, vae_blocks: int = 4):
-    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
+    from diffusers import ControlNetModel, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(0)
@@ -77,17 +101,7 @@ def _build(tmp: Path, prediction_type: str, with_controlnet: bool, vae_blocks: i
         attention_head_dim=8,
     )
     torch.manual_seed(1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * vae_blocks,
-        up_block_types=("UpDecoderBlock2D",) * vae_blocks,
-        block_out_channels=(8, 16, 16, 16)[:vae_blocks],
-        layers_per_block=1,
-        norm_num_groups=8,
-        latent_channels=4,
-        sample_size=TINY_RESOLUTION,
-    )
+    vae = tiny_vae(vae_blocks)
     vocab_file, merges_file, vocab_size = _write_tokenizer_files(tmp)
     tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
     torch.manual_seed(2)
@@ -186,10 +200,11 @@ def _rename_resnet(rest: str) -> str:
 
 
 def _unet_to_ldm(sd: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
-    """Inverse of diffusers' convert_ldm_unet_checkpoint for SD-style U-Nets (any depth, any layers_per_block)."""
+    """Inverse of diffusers' convert_ldm_unet_checkpoint for SD- and SDXL-style U-Nets (any depth, any
+    layers_per_block; SDXL's add_embedding is the original's label_emb)."""
     from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
 
-    fixed = DIFFUSERS_TO_LDM_MAPPING["unet"]["layers"]
+    fixed = {**DIFFUSERS_TO_LDM_MAPPING["unet"]["layers"], **DIFFUSERS_TO_LDM_MAPPING["unet"]["addition_embed_type"]}
     per = config["layers_per_block"] + 1
     up_has_attn = ["CrossAttn" in t for t in config["up_block_types"]]
     out: dict[str, torch.Tensor] = {}
@@ -278,4 +293,26 @@ def make_tiny_single_file(folder: Path, out_file: Path) -> Path:
     for key, value in text.items():
         state["cond_stage_model.transformer." + (key if key.startswith("text_model.") else "text_model." + key)] = value
     save_file({k: v.contiguous() for k, v in state.items()}, str(out_file))
+    return Path(out_file)
+
+
+# ---------------------------------------------------------------- IC-Light offsets
+
+
+def make_iclight_offset(folder: Path, out_file: Path, *, channels: int = 8, seed: int = 4) -> Path:
+    """An IC-Light offset for the make_tiny_sd model at `folder`, made the way lllyasviel's files are: the keys
+    of the U-Net with conv_in widened to `channels` inputs (8 fc, 12 fbc), each value = a "trained" widened
+    U-Net's weight minus the widened base's. The trained model here is the widened base (new conv_in inputs
+    zero, old copied, bias kept) plus random changes, strong on conv_in's new inputs so that the condition
+    visibly steers the network. Written with the same dtype as the base (float32)."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    base = UNet2DConditionModel.from_pretrained(Path(folder) / "unet").state_dict()
+    conv = base["conv_in.weight"]
+    widened = dict(base)
+    widened["conv_in.weight"] = torch.cat([conv, conv.new_zeros(conv.shape[0], channels - conv.shape[1], *conv.shape[2:])], 1)
+    g = torch.Generator().manual_seed(seed)
+    trained = {k: v + (0.3 if k == "conv_in.weight" else 0.01) * torch.randn(v.shape, generator=g) for k, v in widened.items()}
+    save_file({k: (trained[k] - widened[k]).contiguous() for k in widened}, str(out_file))
     return Path(out_file)

@@ -4,7 +4,8 @@ is edited three ways:
 * `base`    - the unedited base (the floor every edit must beat in PSNR);
 * `lasagna` - the template's layers distilled from the prior by SDS and blended over the base;
 * `direct`  - direct generation: DDIM-sampling the same prior conditioned on base + direction (the paper's
-              "ControlNet" baseline, which is free to change the content);
+              "ControlNet" baseline, which is free to change the content); for an IC-Light prior, IC-Light's
+              own relit picture of the base (what its users get today);
 
 plus a `ground truth` row (the relit render itself) that checks the metrics (`evaluate.metrics`).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,9 @@ def evaluate(
     """Run the comparison on `data`'s `split` (tune settings on "val", report on "test"), and the direction
     check on `photos` with the same prior and settings; see the module doc for what is measured."""
     from ..directions import image_plane_vector
-    from ..edit import edit_settings
+    from ..edit import edit_settings, with_template
     from ..errors import UsageError
-    from ..priors import families, family_for, load_prior
+    from ..priors import family_for, load_prior
     from ..resample import resize
     from ..templates import load_template
     from ..train.manifest import load_image, read_manifest
@@ -82,11 +83,12 @@ def evaluate(
     cases = pick_cases(examples, limit, seed)
     spec = load_template(template)
     settings = edit_settings(spec, steps, guidance)
-    model = prior_settings.model or spec.model
-    if "direct" in methods and not family_for(model).prior.capabilities.samples:  # before the model loads
-        able = " or ".join(f"the {f.title}" for f in families() if f.prior.capabilities.samples) or "no registered"
-        raise UsageError(f"the direct-generation baseline samples the prior, which '{model}' can't do: only {able} prior can (pass --no-direct)")
-    prior = load_prior(replace(prior_settings, model=model))
+    asked = with_template(prior_settings, spec)
+    model = asked.model
+    family = family_for(model)
+    if "direct" in methods and not family.prior.capabilities_for(family.config(asked.option_values())).samples:  # before the model loads
+        raise UsageError(f"the direct-generation baseline samples the prior, which '{model}' can't do (pass --no-direct)")
+    prior = load_prior(asked)
 
     loaded = []
     for ex in cases:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lasagna_core.errors import ModelError, reason
 from lasagna_core.priors.catalog import families, family_for, family_named, load_prior
-from lasagna_core.priors.registry import Capabilities, HubFiles, PriorFamily, PriorSettings, register_prior
+from lasagna_core.priors.registry import Capabilities, HubFiles, PriorFamily, PriorSettings, flag_of, register_prior
 
 if TYPE_CHECKING:
     from lasagna_core.priors.base import Condition, Prior, sds_gradient
@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 DEFAULT_PULL_FAMILY = "stable-diffusion"
+"""The family whose adapters (`--controlnet`, `--vae`, `--iclight` repos) `lasagna models pull` fetches."""
 
 
 def __getattr__(name: str) -> Any:
@@ -34,25 +35,37 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def pull_model(model_id: str, *, family: str = DEFAULT_PULL_FAMILY, adapter: bool = False) -> Path:
+def pull_model(model_id: str, *, family: str | None = None, adapter: str | None = None) -> Path:
     """Download into the HF cache exactly the files `family` loads (its `hub_files`); returns the snapshot folder.
 
-    adapter: `model_id` is an adapter repo of that family (a ControlNet: config.json + weights at its root).
+    adapter: `model_id` is the repo of that family's option `adapter` ("controlnet": config.json + weights at
+    its root; "iclight": IC-Light's offsets), fetched for DEFAULT_PULL_FAMILY unless `family` is given.
+    family None for a model: the repo's model_index.json is fetched first and the family whose probe takes
+    the snapshot is the one whose files follow (SDXL's second text encoder, SD's sub-folders).
     """
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import snapshot_download
 
-    files = family_named(family).prior.hub_files(adapter=adapter)
-    if files is None:
-        raise ModelError(f"the {family_named(family).title} prior has nothing to download.")
     network_errors = (OSError, getattr(hf_errors, "HTTPError", OSError))
-    try:
-        return Path(snapshot_download(model_id, allow_patterns=list(files.allow), ignore_patterns=list(files.ignore)))
-    except hf_errors.HFValidationError:
-        raise ModelError(f"'{model_id}' is not a valid Hugging Face model id (expected OWNER/NAME).") from None
-    except hf_errors.RepositoryNotFoundError:
-        raise ModelError(
-            f"Model '{model_id}' was not found on the Hugging Face hub (or it is gated: log in with `hf auth login`)."
-        ) from None
-    except network_errors as e:
-        raise ModelError(f"Could not download '{model_id}': {reason(e)}") from None
+
+    def fetch(allow: list[str], ignore: tuple[str, ...] = ()) -> Path:
+        try:
+            return Path(snapshot_download(model_id, allow_patterns=allow, ignore_patterns=list(ignore)))
+        except hf_errors.HFValidationError:
+            raise ModelError(f"'{model_id}' is not a valid Hugging Face model id (expected OWNER/NAME).") from None
+        except hf_errors.RepositoryNotFoundError:
+            raise ModelError(
+                f"Model '{model_id}' was not found on the Hugging Face hub (or it is gated: log in with `hf auth login`)."
+            ) from None
+        except network_errors as e:
+            raise ModelError(f"Could not download '{model_id}': {reason(e)}") from None
+
+    if family is not None or adapter is not None:
+        chosen = family_named(family or DEFAULT_PULL_FAMILY)
+    else:
+        chosen = family_for(str(fetch(["model_index.json"])))
+    files = chosen.prior.hub_files(adapter=adapter)
+    if files is None:
+        what = f"an {flag_of(adapter)} repo" if adapter else "a model"
+        raise ModelError(f"the {chosen.title} prior has nothing to download as {what}.")
+    return fetch(list(files.allow), files.ignore)

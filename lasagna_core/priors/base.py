@@ -53,10 +53,15 @@ def sds_gradient(
         grad    = weight * (eps_hat - noise)
 
     `weight` is w(t), a float or a tensor broadcastable to the latents (e.g. `[B, 1, 1, 1]`). The U-Net
-    Jacobian is omitted, as in DreamFusion. The only copy of this formula in the code base.
+    Jacobian is omitted, as in DreamFusion. The only copy of this formula in the code base (the guidance in
+    `classifier_free_guidance`).
     """
-    eps_hat = eps_pred_uncond + guidance * (eps_pred_cond - eps_pred_uncond)
-    return weight * (eps_hat - noise)
+    return weight * (classifier_free_guidance(eps_pred_uncond, eps_pred_cond, guidance) - noise)
+
+
+def classifier_free_guidance(eps_uncond: Tensor, eps_cond: Tensor, guidance: float) -> Tensor:
+    """eps_hat = eps_uncond + guidance * (eps_cond - eps_uncond): what SDS and every direct sampler step on."""
+    return eps_uncond + guidance * (eps_cond - eps_uncond)
 
 
 def sds_surrogate_loss(latents: Tensor, grad: Tensor) -> Tensor:
@@ -112,9 +117,15 @@ class Prior(ABC):
         that a batch refuses an unreadable prompt once instead of failing every file. Any text by default."""
 
     @classmethod
-    def hub_files(cls, *, adapter: bool = False) -> Any:
-        """What `lasagna models pull` fetches for this family (a registry.HubFiles), or None: nothing to pull."""
+    def hub_files(cls, *, adapter: str | None = None) -> Any:
+        """What `lasagna models pull` fetches for this family (a registry.HubFiles), or None: nothing to pull.
+        `adapter` names the option whose repo it is ("controlnet", "vae", ...), None the model itself."""
         return None
+
+    @classmethod
+    def capabilities_for(cls, config: Any) -> Capabilities:
+        """What a prior of this family loaded with `config` can do, known before it loads (eval asks first)."""
+        return cls.capabilities
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) with the input's aspect ratio, long side = `resolution`, sides multiples of `multiple`."""
@@ -122,7 +133,8 @@ class Prior(ABC):
 
     @abstractmethod
     def condition(self, prompt: str, base: Tensor, negative_prompt: str = "") -> Condition:
-        """Encode the prompt pair once per run; `base` [1,3,h,w] in [0,1] at the working size is the control hint."""
+        """Encode the prompt pair once per run; `base` [1,3,h,w] in [0,1] at the working size is the control hint.
+        A prior whose `capabilities.conditions_on` has "matte" also takes `matte=` [1,1,h,w] (where the subject is)."""
 
     @abstractmethod
     def encode(self, image: Tensor) -> Tensor:

@@ -15,7 +15,8 @@ from lasagna_core.priors.registry import PriorFamily, PriorSettings, registered
 if TYPE_CHECKING:
     from lasagna_core.priors.base import Prior
 
-BUILTIN_FAMILIES = ("lasagna_core.priors.builtin", "lasagna_core.priors.builtin_color", "lasagna_core.priors.stable_diffusion")
+BUILTIN_FAMILIES = ("lasagna_core.priors.builtin", "lasagna_core.priors.builtin_color", "lasagna_core.priors.sdxl",
+                    "lasagna_core.priors.stable_diffusion")
 """The modules that register Lasagna's own families."""
 
 

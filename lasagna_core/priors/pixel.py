@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lasagna_core.errors import ModelError
-from lasagna_core.priors.base import Condition, Prior
+from lasagna_core.priors.base import Condition, Prior, classifier_free_guidance
 from lasagna_core.priors.pixel_file import FORMAT, load_weights, read_metadata, shipped_weights, verify_sha256, file_task
 from lasagna_core.priors.schedule import NoiseSchedule
 
@@ -186,7 +186,7 @@ class PixelPrior(Prior):
             tt = torch.full((2 * b,), int(t), device=self.device, dtype=torch.long)
             eps = self.predict(torch.cat([x, x]), tt, torch.cat([channels, channels]), ids).float()
             eps_u, eps_c = eps.chunk(2)
-            x = scheduler.step(eps_u + guidance * (eps_c - eps_u), t, x).prev_sample
+            x = scheduler.step(classifier_free_guidance(eps_u, eps_c, guidance), t, x).prev_sample
         return ((x + 1) / 2).clamp(0, 1)
 
 

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from lasagna_core.errors import ModelError
 
-CONDITIONS = ("text", "direction", "image", "hints", "color-words")
+CONDITIONS = ("text", "direction", "image", "hints", "color-words", "matte")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ class Capabilities:
     encoder: an encoder sits between the pixels and the diffused variable (a latent model).
     conditions_on: what the prompt and the base become for the network: "text" (embeddings), "direction"
         (a light-direction class parsed from the prompt), "image" (the base as a hint), "hints" (colour hints,
-        `--hints` / a Hints layer), "color-words" (a colour class parsed from the prompt).
+        `--hints` / a Hints layer: `condition(..., hints=)` takes them), "color-words" (a colour class parsed
+        from the prompt), "matte" (the edit's coverage, where the subject is: `condition(..., matte=)` takes it).
     """
 
     samples: bool = False

@@ -5,15 +5,18 @@ Loading follows diffusers' conventions, weights from `.safetensors` only, and ne
 looked up in the Hugging Face cache (`lasagna models pull ID` fills it). Accepted model sources:
 
 * a folder written by `StableDiffusionPipeline.save_pretrained` (model_index.json, unet/, vae/,
-  text_encoder/, tokenizer/, scheduler/); fp16-variant-only folders work too;
+  text_encoder/, tokenizer/, scheduler/; an SDXL one adds text_encoder_2/ and tokenizer_2/); fp16-variant-only
+  folders work too;
 * a hub id whose snapshot is in the cache (same layout);
 * a single original-format `.safetensors` checkpoint (A1111/ComfyUI style). Its architecture configs come
   from `--model-config` (a diffusers folder or cached hub id of the same architecture) or, by default, from
   the cached snapshot of the base repo diffusers infers from the checkpoint's keys (SD 1.x ->
-  stable-diffusion-v1-5/stable-diffusion-v1-5, SD 2.x -> stabilityai/stable-diffusion-2-1).
+  stable-diffusion-v1-5/stable-diffusion-v1-5, SD 2.x -> stabilityai/stable-diffusion-2-1, SDXL ->
+  stabilityai/stable-diffusion-xl-base-1.0).
 
-`check_compatible` refuses parts that can't work together (a ControlNet for another VAE, an inpainting
-U-Net, ...) in one line before any network runs.
+Which of these layouts a family loads is an `Architecture` (`SD`, `SDXL`): the same loaders serve both.
+
+Whether the loaded parts can work together is `sd_checks`' business.
 """
 
 from __future__ import annotations
@@ -57,9 +60,28 @@ def pull_hint(model_id: str) -> str:
     return f"run `lasagna models pull {model_id}` or pass the path of a local model folder or .safetensors file"
 
 
-def hub_files(*, adapter: bool = False) -> HubFiles:
+@dataclass(frozen=True)
+class Architecture:
+    """One pipeline layout the loaders read: its sub-folders (with their weight-file stems), the diffusers
+    pipeline class of its single-file checkpoints and the model types diffusers infers for them."""
+
+    title: str  # for messages: "Stable Diffusion 1.x/2.x"
+    components: Mapping[str, str | None]
+    pipeline: str
+    single_file_types: tuple[str, ...]
+    pipeline_options: Mapping[str, Any]  # what from_single_file is told about the parts Lasagna never loads
+
+
+SD = Architecture("Stable Diffusion 1.x/2.x", COMPONENTS, "StableDiffusionPipeline", ("v1", "v2"), {
+    "safety_checker": None, "feature_extractor": None, "image_encoder": None, "requires_safety_checker": False})
+SDXL = Architecture("Stable Diffusion XL base", {**COMPONENTS, "text_encoder_2": "model", "tokenizer_2": None},
+                    "StableDiffusionXLPipeline", ("xl_base",), {"feature_extractor": None, "image_encoder": None})
+_TEXT_ENCODERS = {"text_encoder": "CLIPTextModel", "text_encoder_2": "CLIPTextModelWithProjection"}
+
+
+def hub_files(architecture: Architecture = SD, *, adapter: bool = False) -> HubFiles:
     """The files of a hub repo that loading reads: a pipeline's sub-folders, or an adapter's root."""
-    roots = [""] if adapter else [f"{sub}/" for sub in COMPONENTS]
+    roots = [""] if adapter else [f"{sub}/" for sub in architecture.components]
     allow = ["config.json"] if adapter else ["model_index.json"]
     for root in roots:
         allow += [f"{root}*.json", f"{root}*.txt", f"{root}*.safetensors"]
@@ -68,16 +90,23 @@ def hub_files(*, adapter: bool = False) -> HubFiles:
 
 @dataclass
 class SDComponents:
-    """The diffusers modules of one Stable Diffusion model, loaded in one dtype, and its scheduler config."""
+    """The diffusers modules of one Stable Diffusion model, loaded in one dtype, and its scheduler config.
+    SDXL's second text encoder and tokenizer, and whether its pipeline zeroes the embeddings of an empty
+    negative prompt (`force_zeros_for_empty_prompt`), are None / False for SD 1.x/2.x."""
 
     unet: Any
     vae: Any
     text_encoder: Any
     tokenizer: Any
     scheduler_config: dict[str, Any]
+    text_encoder_2: Any = None
+    tokenizer_2: Any = None
+    zero_empty_negative: bool = False
 
 
-def load_model(model: str, *, model_config: str | None = None, dtype: torch.dtype) -> SDComponents:
+def load_model(
+    model: str, *, model_config: str | None = None, dtype: torch.dtype, architecture: Architecture = SD
+) -> SDComponents:
     """The components of a diffusers folder, a cached hub id or a single `.safetensors` checkpoint.
 
     `model_config` only matters for a single-file checkpoint: a diffusers folder or cached hub id whose
@@ -85,10 +114,32 @@ def load_model(model: str, *, model_config: str | None = None, dtype: torch.dtyp
     """
     path = Path(model).expanduser()
     if path.is_file():
-        return load_single_file(path, config=model_config, dtype=dtype)
+        return load_single_file(path, config=model_config, dtype=dtype, architecture=architecture)
     if model_config is not None:
         raise ModelError(f"--model-config is for a single-file checkpoint; '{model}' is not a file.")
-    return load_components(resolve_model_folder(model), dtype=dtype)
+    return load_components(resolve_model_folder(model), dtype=dtype, architecture=architecture)
+
+
+def unet_weight_shapes(model: str) -> dict[str, tuple[int, ...]] | None:
+    """The U-Net's tensor shapes from the header of a diffusers folder's (or cached hub id's) weights file,
+    without loading a tensor; None where that is not cheap (a single-file checkpoint, sharded weights)."""
+    if Path(model).expanduser().is_file():
+        return None
+    folder = resolve_model_folder(model) / "unet"
+    variant = _weights_variant(folder, COMPONENTS["unet"])
+    weights = folder / f"{COMPONENTS['unet']}{'.' + variant if variant else ''}.safetensors"
+    return header_shapes(weights) if weights.is_file() else None
+
+
+def header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of every tensor in a safetensors file, read from its header alone; ModelError if unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    except _LOAD_ERRORS as e:
+        raise ModelError(f"'{path}' is not a readable safetensors file ({reason(e, with_type=True)}).") from None
 
 
 # ---------------------------------------------------------------------- operations both the prior and training use
@@ -108,21 +159,35 @@ def working_resolution(unet: Any, vae: Any) -> int:
 
 
 def encode_latents(vae: Any, pixels: Tensor) -> Tensor:
-    """Scaled latents of `pixels` in [-1, 1]: the posterior mean of a KL VAE (no sampling noise, so a seeded
-    run repeats exactly), or what a tiny autoencoder (TAESD) encodes; shift and scale from the VAE's config."""
+    """Scaled latents of `pixels` in [-1, 1]: the posterior mean of a KL VAE (its mode: a diagonal Gaussian's
+    mode is its mean; no sampling noise, so a seeded run repeats exactly), or what a tiny autoencoder (TAESD)
+    encodes; shift and scale from the VAE's config."""
     encoded = vae.encode(pixels)
     posterior = getattr(encoded, "latent_dist", None)
     latents = posterior.mean if posterior is not None else encoded.latents
-    shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
-    return (latents - shift) * float(vae.config.scaling_factor)
+    return (latents - _shift(vae)) * float(vae.config.scaling_factor)
+
+
+def decode_latents(vae: Any, latents: Tensor) -> Tensor:
+    """Pixels in [-1, 1] (not clamped) for scaled latents: the inverse of `encode_latents`."""
+    return vae.decode(latents.to(vae.dtype) / float(vae.config.scaling_factor) + _shift(vae)).sample
+
+
+def _shift(vae: Any) -> float:
+    return float(getattr(vae.config, "shift_factor", None) or 0.0)
+
+
+def tokenize(tokenizer: Any, prompts: Sequence[str]) -> Any:
+    """`prompts` as token ids padded to the tokenizer's maximum length (truncated beyond it)."""
+    return tokenizer(
+        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
 
 
 def encode_text(tokenizer: Any, text_encoder: Any, prompts: Sequence[str]) -> Tensor:
     """The text encoder's last hidden state `[N, L, D]` for `prompts`, padded to the tokenizer's maximum length,
     on the text encoder's device."""
-    tokens = tokenizer(
-        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
+    tokens = tokenize(tokenizer, prompts)
     device = text_encoder.device
     mask = None
     if getattr(text_encoder.config, "use_attention_mask", False):
@@ -206,31 +271,32 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_components(folder: Path, *, dtype: torch.dtype) -> SDComponents:
-    """unet, vae, text_encoder, tokenizer and the scheduler config from a diffusers SD folder."""
+def load_components(folder: Path, *, dtype: torch.dtype, architecture: Architecture = SD) -> SDComponents:
+    """unet, vae, the text encoder(s), tokenizer(s) and the scheduler config from a diffusers folder of
+    `architecture`."""
+    import transformers
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     index = _read_json(folder / "model_index.json")
     kind = index.get("_class_name", "an unknown pipeline")
-    if "text_encoder_2" in index or "transformer" in index or index.get("unet", [None, None])[1] not in (
-        "UNet2DConditionModel",
-        None,
+    if ("text_encoder_2" in index) != ("text_encoder_2" in architecture.components) or "transformer" in index or (
+        index.get("unet", [None, None])[1] not in ("UNet2DConditionModel", None)
     ):
-        raise ModelError(
-            f"'{folder}' holds a {kind}; Lasagna's Stable Diffusion prior needs an SD 1.x/2.x architecture."
-        )
+        raise ModelError(f"'{folder}' holds a {kind}; this prior needs a {architecture.title} architecture.")
     variants: dict[str, str | None] = {}
-    for sub, stem in COMPONENTS.items():
+    for sub, stem in architecture.components.items():
         if sub not in index or index[sub][0] is None:
-            raise ModelError(f"'{folder}' has no {sub} (model_index.json), so it isn't a Stable Diffusion model.")
+            raise ModelError(f"'{folder}' has no {sub} (model_index.json), so it isn't a {architecture.title} model.")
         if stem is not None:
             _require(folder / sub / "config.json")
             variants[sub] = _weights_variant(folder / sub, stem)
     _require(folder / "scheduler" / "scheduler_config.json")
-    if not (folder / "tokenizer" / "tokenizer.json").is_file():
-        _require(folder / "tokenizer" / "vocab.json")
-        _require(folder / "tokenizer" / "merges.txt")
+    tokenizers = [sub for sub in architecture.components if sub.startswith("tokenizer")]
+    for sub in tokenizers:
+        if not (folder / sub / "tokenizer.json").is_file():
+            _require(folder / sub / "vocab.json")
+            _require(folder / sub / "merges.txt")
 
     def load(sub: str, fn: Any) -> Any:
         try:
@@ -240,6 +306,13 @@ def load_components(folder: Path, *, dtype: torch.dtype) -> SDComponents:
 
     common = {"use_safetensors": True, "local_files_only": True}
     lean = {"low_cpu_mem_usage": _HAS_ACCELERATE}  # diffusers warns (and falls back) without accelerate
+    texts = {
+        sub: load(sub, lambda sub=sub: getattr(transformers, _TEXT_ENCODERS[sub]).from_pretrained(
+            folder / sub, dtype=dtype, variant=variants[sub], **common))
+        for sub in architecture.components if sub in _TEXT_ENCODERS
+    }
+    tokens = {sub: load(sub, lambda sub=sub: CLIPTokenizer.from_pretrained(folder / sub, local_files_only=True))
+              for sub in tokenizers}
     return SDComponents(
         unet=load(
             "unet",
@@ -253,14 +326,12 @@ def load_components(folder: Path, *, dtype: torch.dtype) -> SDComponents:
                 folder, subfolder="vae", torch_dtype=dtype, variant=variants["vae"], **common, **lean
             ),
         ),
-        text_encoder=load(
-            "text_encoder",
-            lambda: CLIPTextModel.from_pretrained(
-                folder / "text_encoder", dtype=dtype, variant=variants["text_encoder"], **common
-            ),
-        ),
-        tokenizer=load("tokenizer", lambda: CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)),
+        text_encoder=texts["text_encoder"],
+        tokenizer=tokens["tokenizer"],
         scheduler_config=_read_json(folder / "scheduler" / "scheduler_config.json"),
+        text_encoder_2=texts.get("text_encoder_2"),
+        tokenizer_2=tokens.get("tokenizer_2"),
+        zero_empty_negative=bool(index.get("force_zeros_for_empty_prompt", "text_encoder_2" in architecture.components)),
     )
 
 
@@ -311,86 +382,26 @@ def load_tiny_autoencoder(vae: str, *, dtype: torch.dtype) -> Any:
         raise ModelError(f"Could not load the tiny autoencoder from '{folder}': {reason(e, with_type=True)}") from None
 
 
-def check_compatible(
-    unet: Any, vae: Any, text_encoder: Any, controlnet: Any | None, source: str, encoder_vae: Any | None = None
-) -> None:
-    """ModelError in one line for parts that would fail (or silently mislead) once the network runs."""
-    uc = unet.config
-    if getattr(uc, "addition_embed_type", None) or getattr(uc, "class_embed_type", None) or getattr(
-        uc, "num_class_embeds", None
-    ):
-        raise ModelError(f"Model '{source}' needs extra conditioning (SDXL/upscaler-style U-Net); it isn't supported.")
-    if uc.in_channels != vae.config.latent_channels:
-        raise ModelError(
-            f"Model '{source}' has a U-Net with {uc.in_channels} input channels (inpainting/depth model?); "
-            f"Lasagna needs a plain text-to-image checkpoint ({vae.config.latent_channels} channels)."
-        )
-    if uc.cross_attention_dim != text_encoder.config.hidden_size:
-        raise ModelError(f"Model '{source}': the U-Net and text encoder don't match (cross-attention width).")
-    if controlnet is not None:
-        cc = controlnet.config
-        if (
-            tuple(cc.block_out_channels) != tuple(uc.block_out_channels)
-            or cc.cross_attention_dim != uc.cross_attention_dim
-        ):
-            raise ModelError(f"The ControlNet was trained for a different base architecture than '{source}'.")
-        _check_controlnet_input(controlnet, vae, source)
-    if encoder_vae is not None and encoder_vae.config.latent_channels != vae.config.latent_channels:
-        raise ModelError(
-            f"--vae makes {encoder_vae.config.latent_channels}-channel latents, but '{source}' works on "
-            f"{vae.config.latent_channels}-channel latents; use a tiny autoencoder made for this model."
-        )
-
-
-def _check_controlnet_input(controlnet: Any, vae: Any, source: str) -> None:
-    """The hint is the base (RGB) at the image size, and the ControlNet's conditioning embedding must bring it
-    down to the latent size: its downsampling must equal the VAE's, or the residuals don't line up."""
-    cc = controlnet.config
-    channels = int(getattr(cc, "conditioning_channels", 3))
-    if channels != 3:
-        raise ModelError(
-            f"The ControlNet takes a {channels}-channel hint, but Lasagna gives it the base image (3 channels, RGB)."
-        )
-    embedding = getattr(cc, "conditioning_embedding_out_channels", None)
-    if embedding:
-        hint_scale, latent_scale = 2 ** (len(embedding) - 1), vae_scale_factor(vae)
-        if hint_scale != latent_scale:
-            raise ModelError(
-                f"The ControlNet shrinks its hint {hint_scale}x, but '{source}' works on latents {latent_scale}x "
-                f"smaller than the image (its VAE downsamples by {latent_scale}): the ControlNet was made for "
-                "another VAE; train or pick one for this model."
-            )
-
-
 # ---------------------------------------------------------------------- single-file checkpoints
 
 
 class _CheckpointShapes(Mapping):
-    """Key -> object with `.shape`, read from a safetensors header without loading any tensor."""
+    """Key -> object with `.shape` (what diffusers' model-type inference reads), from the file's header alone."""
 
     def __init__(self, path: Path) -> None:
-        from safetensors import safe_open
-
-        self._file = safe_open(str(path), framework="pt")
-        self._keys = list(self._file.keys())
-        self._set = set(self._keys)
+        self._shapes = header_shapes(path)
 
     def __getitem__(self, key: str) -> SimpleNamespace:
-        if key not in self._set:
-            raise KeyError(key)
-        return SimpleNamespace(shape=torch.Size(self._file.get_slice(key).get_shape()))
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._set
+        return SimpleNamespace(shape=torch.Size(self._shapes[key]))
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
+        return iter(self._shapes)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._shapes)
 
 
-def infer_base_repo(path: Path) -> str:
+def infer_base_repo(path: Path, architecture: Architecture = SD) -> str:
     """The hub repo whose configs describe this original-format checkpoint (diffusers' own inference)."""
     from diffusers.loaders.single_file_utils import DIFFUSERS_DEFAULT_PIPELINE_PATHS, infer_diffusers_model_type
 
@@ -398,15 +409,13 @@ def infer_base_repo(path: Path) -> str:
         model_type = infer_diffusers_model_type(_CheckpointShapes(path))
     except _LOAD_ERRORS as e:
         raise ModelError(f"'{path}' is not a readable safetensors checkpoint ({reason(e, with_type=True)}).") from None
-    if model_type not in ("v1", "v2"):
-        raise ModelError(
-            f"'{path}' looks like a '{model_type}' checkpoint; Lasagna's Stable Diffusion prior needs SD 1.x/2.x."
-        )
+    if model_type not in architecture.single_file_types:
+        raise ModelError(f"'{path}' looks like a '{model_type}' checkpoint; this prior needs {architecture.title}.")
     return DIFFUSERS_DEFAULT_PIPELINE_PATHS[model_type]["pretrained_model_name_or_path"]
 
 
-def load_single_file(path: Path, *, config: str | None, dtype: torch.dtype) -> SDComponents:
-    from diffusers import StableDiffusionPipeline
+def load_single_file(path: Path, *, config: str | None, dtype: torch.dtype, architecture: Architecture = SD) -> SDComponents:
+    import diffusers
 
     if path.suffix.lower() != ".safetensors":
         raise ModelError(
@@ -414,7 +423,7 @@ def load_single_file(path: Path, *, config: str | None, dtype: torch.dtype) -> S
             "convert it to safetensors first."
         )
     if config is None:
-        repo = infer_base_repo(path)
+        repo = infer_base_repo(path, architecture)
         config_dir = cached_snapshot(
             repo,
             missing=(
@@ -427,16 +436,13 @@ def load_single_file(path: Path, *, config: str | None, dtype: torch.dtype) -> S
         config_dir = resolve_model_folder(config)
     _read_json(config_dir / "model_index.json")
     try:
-        pipe = StableDiffusionPipeline.from_single_file(
-            str(path),
-            config=str(config_dir),
-            local_files_only=True,
-            torch_dtype=dtype,
-            safety_checker=None,
-            feature_extractor=None,
-            image_encoder=None,
-            requires_safety_checker=False,
+        pipe = getattr(diffusers, architecture.pipeline).from_single_file(
+            str(path), config=str(config_dir), local_files_only=True, torch_dtype=dtype, **architecture.pipeline_options
         )
     except _LOAD_ERRORS as e:
         raise ModelError(f"Could not load the single-file checkpoint '{path}': {reason(e, with_type=True)}") from None
-    return SDComponents(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config))
+    return SDComponents(
+        pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config),
+        text_encoder_2=getattr(pipe, "text_encoder_2", None), tokenizer_2=getattr(pipe, "tokenizer_2", None),
+        zero_empty_negative=bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False)),
+    )
