@@ -31,6 +31,7 @@ from .priors import PriorSettings, load_prior
 from .priors.catalog import family_for
 from .priors.base import Prior
 from .resample import fit_size, resize
+from .tint import light_of, tint_plane, written_channels
 from .templates import DistillSettings, EditSpec, LayerSpec, load_template, settings_with
 from .writing import default_output, document_output, preview_folder, save_png, write_document
 
@@ -90,6 +91,7 @@ class Distillation:
     ) -> None:
         self.prior, self.spec, self.settings, self.base = prior, spec, settings, base
         self.hints = hints
+        self.light = light_of(spec, prompt)
         height, width = base.shape[-2:]
         self.prior_size = prior.working_size(height, width)
         shape = spec.generator
@@ -113,6 +115,7 @@ class Distillation:
         )
         with torch.no_grad():
             layers = finished_layers(generator(self.base_low), self.spec.layers, self.base_low, self.base)
+        layers = [LayerOutput(tint_plane(out.color, spec, self.light), out.alpha) for out, spec in zip(layers, self.spec.layers)]
         return [self._flats(out, spec) if spec.finish == "flats" else out for out, spec in zip(layers, self.spec.layers)]
 
     def _flats(self, out: LayerOutput, spec: LayerSpec) -> LayerOutput:
@@ -170,7 +173,7 @@ def run_edit(
         if on_notice:
             on_notice(text)
     target = document_output(  # before minutes of work, not after: where, which format, can the document hold it
-        job.output or default_output(doc), doc, [layer.channels for layer in spec.layers],
+        job.output or default_output(doc), doc, written_channels(spec, light_of(spec, job.prompt)),
         overwrite_input=job.overwrite_input, other_inputs=[p for p in (job.mask, job.hints) if p is not None],
     )
     if job.preview_dir is not None:
@@ -191,6 +194,7 @@ def run_edit(
 
     record = _record(job, spec, settings, asked, prior, target.path, run.size, device, names[0])
     record["hints"] = None if hint_picture is None else hint_picture.source
+    record["light_color"] = None if run.light is None else run.light.name
     write_document(target, doc, nodes, record)
     return EditResult(target.path, target.sidecar, time.perf_counter() - started, record)
 

@@ -36,6 +36,25 @@ LIGHT_COLORS: dict[str, LightColor] = {c.name: c for c in (
 """Name -> colour; the order is fixed (a random draw picks by index)."""
 
 
+_SPELLINGS = {
+    "warm": "warm", "golden": "golden", "gold": "golden", "yellow": "golden", "sunset": "sunset", "orange": "sunset",
+    "sunrise": "sunset", "cool": "cool", "cold": "cool", "blue": "blue", "moonlight": "moonlight", "moonlit": "moonlight",
+    "moon": "moonlight", "red": "red", "green": "green", "purple": "purple", "violet": "purple",
+}
+"""The words a prompt may use for each light colour (lower case)."""
+
+
+def parse_light_color(prompt: str) -> LightColor | None:
+    """The light colour a prompt names ("warm light from the left" -> warm; "sunset light from the top right"
+    -> sunset), the first one when it names several; None when it names none (white light)."""
+    import re
+
+    for word in re.findall(r"[a-z]+", prompt.lower()):
+        if word in _SPELLINGS:
+            return LIGHT_COLORS[_SPELLINGS[word]]
+    return None
+
+
 def colored_prompt(direction: str, color: LightColor | None) -> str:
     """The direction's canonical prompt with the colour's words: "light from the left" -> "warm light from the
     left"; with no colour the canonical prompt itself, exactly."""

@@ -37,6 +37,7 @@ class LayerSpec:
     neutral: float = 1.0
     opacity: float = 1.0
     finish: str = "upsample"  # how it reaches document size: FINISHES
+    tint: str | None = None  # "light" / "shadow": takes the prompt's light colour (`lasagna_core.tint`)
 
 
 FINISHES = ("upsample", "flats")
@@ -237,7 +238,10 @@ def _layer(entry: dict[str, Any]) -> LayerSpec:
         neutral=number("neutral"),
         opacity=number("opacity", 1.0),
         finish=str(entry.get("finish", "upsample")),
+        tint=str(entry["tint"]) if "tint" in entry else None,
     )
+    if spec.tint is not None and (spec.tint not in ("light", "shadow") or spec.channels != 1):
+        raise ValueError(f"{where}: tint must be \"light\" or \"shadow\" on a grey layer (channels = 1), not {spec.tint!r}")
     if spec.finish not in FINISHES:
         raise ValueError(f"{where}: finish must be one of {', '.join(FINISHES)}, not {spec.finish!r}")
     if spec.finish == "flats" and spec.channels != 3:
