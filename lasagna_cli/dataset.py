@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from .console import guarded, print_json, progress_bar, say
+from .progress_stream import current, report, with_progress_option
 
 dataset_app = typer.Typer(help="Make relighting training data: synthetic scenes, or flat emoji art inflated into 3-D, rendered under named light directions.", no_args_is_help=True)
 
@@ -24,7 +25,12 @@ JSON = typer.Option(False, "--json", help="Print a summary as one JSON object on
 
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A transient bar on a TTY, as the `on_progress` callback of a data set writer; None elsewhere."""
+    """A transient bar on a TTY, as the `on_progress` callback of a data set writer; None elsewhere; with
+    `--progress jsonl`, one line per finished chunk."""
+    stream = current()
+    if stream is not None:
+        yield lambda done, total: stream.progress("render", done, total)
+        return
     with progress_bar() as bar:
         if bar is None:
             yield None
@@ -34,6 +40,7 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
 
 
 @dataset_app.command("synth")
+@with_progress_option
 @guarded
 def synth(
     out_dir: Path = typer.Argument(..., help="Folder to write images/, manifest.jsonl and dataset.json into (created if missing)."),
@@ -61,6 +68,7 @@ def synth(
             mix=SceneMix(backdrop=backdrop_fraction, photo_like=photo_like),
             on_progress=on_progress,
         )
+    report(result.as_dict())
     if json_output:
         print_json(result.as_dict())
     else:
@@ -80,6 +88,7 @@ def _auto_workers(count: int) -> int:
 
 
 @dataset_app.command("flat-art")
+@with_progress_option
 @guarded
 def flat_art(
     paths: list[Path] = typer.Argument(..., metavar="SRC... OUT", help="Unpacked package folders (npm pack @iconify-json/fluent-emoji-flat or @twemoji/svg, then tar xzf), then the folder to write images/, manifest.jsonl and dataset.json into."),
@@ -110,6 +119,7 @@ def flat_art(
             shadow_tint=shadow_tint,
             on_progress=on_progress,
         )
+    report(result.as_dict())
     if json_output:
         print_json(result.as_dict())
     else:
