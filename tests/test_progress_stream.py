@@ -109,11 +109,18 @@ def test_error_line_is_the_clis_line_and_exit_code(tmp_path: Path) -> None:
     assert code == 2 and stream(err)[-1]["exit_code"] == 2
 
 
-def test_dataset_streams_render_progress(tmp_path: Path) -> None:
-    code, _, err = run("dataset", "synth", str(tmp_path / "d"), "--count", "2", "--size", "8", "-j", "1", "--progress", "jsonl")
+def test_dataset_and_train_stream_their_progress(tmp_path: Path) -> None:
+    code, _, err = run("dataset", "synth", str(tmp_path / "d"), "--count", "4", "--size", "8", "-j", "1", "--progress", "jsonl")
     assert code == 0, err
     lines = stream(err)
-    assert progress(lines, "render")[-1]["step"] == 2 and lines[-1]["result"]["scenes"] == 2
+    assert progress(lines, "render")[-1]["step"] == 4 and lines[-1]["result"]["scenes"] == 4
+    code, _, err = run("train", "builtin", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "w.safetensors"),
+                       "--steps", "3", "--size", "8", "--batch-size", "2", "--progress", "jsonl")
+    assert code == 0, err
+    lines = stream(err)
+    steps = progress(lines, "train")
+    assert [s["step"] for s in steps] == [1, 2, 3] and all(s["loss"] > 0 and s["learning_rate"] > 0 for s in steps)
+    assert lines[-1]["result"]["steps_done"] == 3 and not any("step 3/3" in l.get("text", "") for l in lines)
 
 
 def test_no_bar_on_a_terminal_and_sigterm_ends_the_stream(tmp_path: Path) -> None:
