@@ -15,6 +15,7 @@ from .console import guarded, notice, print_json, say, show, stdout, styled
 from .dataset import dataset_app
 from .edit import make_edit_command
 from .evaluate import eval_command
+from .krita import krita_app
 from .train import train_app
 
 app = typer.Typer(
@@ -136,6 +137,7 @@ app.add_typer(models, name="models")
 app.add_typer(train_app, name="train")
 app.command("eval")(eval_command)
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(krita_app, name="krita")
 
 
 @models.command("pull")

@@ -18,6 +18,7 @@ from lasagna_core.document import DEFAULT_MAX_PIXELS
 
 from .console import notice, print_json, progress_bar, say, stderr, styled, user_errors
 from .prior_flags import with_prior_options
+from .progress_stream import current, report, with_progress_option
 
 if TYPE_CHECKING:
     from lasagna_core.batch import BatchSummary, Record
@@ -49,6 +50,7 @@ def ray_flag_without_value(args: list[str]) -> list[str]:
     return rewritten
 
 
+@with_progress_option
 @with_prior_options
 def batch_command(
     template: str = typer.Argument(..., help="Template: shade, colorize, another built-in name, or a .toml file."),
@@ -105,24 +107,34 @@ def batch_command(
             summary = run_batch(
                 options, on_record=reporter.record, on_notice=reporter.notice, on_start=reporter.start
             )
-        _print_summary(summary, log)
+        from dataclasses import asdict
+
+        report({**asdict(summary), "exit_code": summary.exit_code},
+               failure=f"{summary.failed} of {summary.total} files failed; {_headline(summary)}")
+        if current() is None:  # the stream's final line carries the summary
+            _print_summary(summary, log)
         if summary.exit_code:
             raise typer.Exit(summary.exit_code)
 
 
 class _Reporter:
-    """Per-file lines on stderr (a progress bar instead on a TTY) and JSON lines on stdout with --json."""
+    """Per-file lines on stderr (a progress bar instead on a TTY, progress lines with `--progress jsonl`) and
+    JSON lines on stdout with --json."""
 
     def __init__(self, *, json_output: bool, quiet: bool):
         self.json_output, self.quiet = json_output, quiet
         self.bars = ExitStack()
         self.bar: Any = None
         self.task: Any = None
+        self.stream, self.done, self.total = current(), 0, 0
 
     def __enter__(self) -> _Reporter:
         return self
 
     def start(self, total: int) -> None:
+        self.total = total
+        if self.stream is not None:
+            self.stream.progress("batch", 0, total)
         if total == 0:
             return
         self.bar = self.bars.enter_context(progress_bar(elapsed=True))
@@ -134,6 +146,9 @@ class _Reporter:
             print_json(rec)
         if self.bar is not None:
             self.bar.advance(self.task)
+        self.done += 1
+        if self.stream is not None:
+            self.stream.progress("batch", self.done, self.total, input=rec["input"], status=rec["status"])
         self._line(rec)
 
     def _line(self, rec: Record) -> None:

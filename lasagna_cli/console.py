@@ -23,6 +23,8 @@ from rich.text import Text
 
 from lasagna_core.errors import LasagnaError
 
+from . import progress_stream
+
 _PLAIN: dict[str, Any] = {"markup": False, "emoji": False, "highlight": False, "no_color": "NO_COLOR" in os.environ}
 stderr = Console(stderr=True, **_PLAIN)
 stdout = Console(**_PLAIN)
@@ -57,10 +59,10 @@ def print_json(data: Any) -> None:
 
 @contextmanager
 def progress_bar(*, loss: bool = False, elapsed: bool = False) -> Iterator[Any]:
-    """A transient rich Progress on stderr when it is a terminal (and TERM isn't dumb), else None: pipes and
-    logs get no bar. Columns: the task's description, bar, done/total, optionally a `loss` field and the
+    """A transient rich Progress on stderr when it is a terminal (and TERM isn't dumb), else None: pipes,
+    logs and `--progress jsonl` get no bar. Columns: the task's description, bar, done/total, optionally a `loss` field and the
     elapsed time, then the time remaining. rich is imported only here, when a bar is drawn."""
-    if not stderr.is_terminal or os.environ.get("TERM") == "dumb":
+    if progress_stream.current() is not None or not stderr.is_terminal or os.environ.get("TERM") == "dumb":
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -79,8 +81,13 @@ def notice(text: str) -> None:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """One line on stderr and a non-zero exit: the whole of what a user sees when their input is wrong."""
-    say(("error:", "bold red"), " ", message)
+    """One line on stderr and a non-zero exit: the whole of what a user sees when their input is wrong (with
+    `--progress jsonl`, the message of the stream's final line instead)."""
+    stream = progress_stream.current()
+    if stream is None:
+        say(("error:", "bold red"), " ", message)
+    else:
+        stream.failed(message)
     raise typer.Exit(code)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from .console import guarded, print_json, progress_bar, say
+from .progress_stream import current, report, with_progress_option
 
 dataset_app = typer.Typer(help="Make training data: relighting pairs (synthetic scenes, or flat emoji art inflated into 3-D and lit from named directions) and colouring pairs (line art drawn from emoji art).", no_args_is_help=True)
 
@@ -30,7 +31,12 @@ DESIGN_TEST = typer.Option(0.1, "--test-fraction", min=0.0, max=0.99, help="Shar
 
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A transient bar on a TTY, as the `on_progress` callback of a data set writer; None elsewhere."""
+    """A transient bar on a TTY, as the `on_progress` callback of a data set writer; None elsewhere; with
+    `--progress jsonl`, one line per finished chunk."""
+    stream = current()
+    if stream is not None:
+        yield lambda done, total: stream.progress("render", done, total)
+        return
     with progress_bar() as bar:
         if bar is None:
             yield None
@@ -40,6 +46,7 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
 
 
 @dataset_app.command("synth")
+@with_progress_option
 @guarded
 def synth(
     out_dir: Path = typer.Argument(..., help="Folder to write images/, manifest.jsonl and dataset.json into (created if missing)."),
@@ -67,6 +74,7 @@ def synth(
             mix=SceneMix(backdrop=backdrop_fraction, photo_like=photo_like),
             on_progress=on_progress,
         )
+    report(result.as_dict())
     if json_output:
         print_json(result.as_dict())
     else:
@@ -86,6 +94,7 @@ def _auto_workers(count: int) -> int:
 
 
 @dataset_app.command("flat-art")
+@with_progress_option
 @guarded
 def flat_art(
     paths: list[Path] = PACKAGES_THEN_OUT,
@@ -113,6 +122,7 @@ def flat_art(
             shadow_tint=shadow_tint,
             on_progress=on_progress,
         )
+    report(result.as_dict())
     if json_output:
         print_json(result.as_dict())
     else:

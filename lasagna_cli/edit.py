@@ -14,6 +14,7 @@ from lasagna_core.runtime import DEVICES, PRECISIONS
 
 from .console import notice, print_json, progress_bar, say, user_errors
 from .prior_flags import with_prior_options
+from .progress_stream import current, report, with_progress_option
 
 
 def make_edit_command(default_template: str, summary: str, *, prompt_required: bool = True) -> Callable[..., None]:
@@ -22,6 +23,7 @@ def make_edit_command(default_template: str, summary: str, *, prompt_required: b
     prompt_help = ("What the edit should do, e.g. 'light from the left'." if prompt_required
                    else "Optional colour words, e.g. 'a red car' (the first colour goes to the largest region).")
 
+    @with_progress_option
     @with_prior_options
     def command(
         input: Path = typer.Argument(..., help="Image or PSD/PSB to edit (never overwritten)."),
@@ -59,9 +61,11 @@ def make_edit_command(default_template: str, summary: str, *, prompt_required: b
                           preview_dir=preview, preview_every=preview_every, overwrite_input=overwrite_input)
             with _progress() as on_progress:
                 result = run_edit(job, on_progress=on_progress, on_notice=notice)
+            payload = {"output": str(result.output), "sidecar": str(result.sidecar),
+                       "seconds": round(result.seconds, 3), **result.record}
+            report(payload)
             if json_output:
-                print_json({"output": str(result.output), "sidecar": str(result.sidecar),
-                            "seconds": round(result.seconds, 3), **result.record})
+                print_json(payload)
             else:
                 names = ", ".join(f"{l['name']} ({l['blend_mode']})" for l in result.record["layers"])
                 say(f"wrote {result.output}: {names} in {result.seconds:.1f} s")
@@ -79,7 +83,13 @@ def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
 
 @contextmanager
 def _progress() -> Iterator[Callable[[Any, int, int], None] | None]:
-    """A progress bar (step, loss, ETA) per variation on a TTY; nothing at all in pipes and logs."""
+    """A progress bar (step, loss, ETA) per variation on a TTY; nothing at all in pipes and logs; with
+    `--progress jsonl`, one line per step, counted across the variations."""
+    stream = current()
+    if stream is not None:
+        yield lambda info, index, variations: stream.progress(
+            "distill", index * info.steps + info.step, variations * info.steps)
+        return
     with progress_bar(loss=True) as bar:
         if bar is None:
             yield None

@@ -9,8 +9,10 @@ import typer
 
 from .console import guarded, print_json, say, show, stderr
 from .prior_flags import with_prior_options
+from .progress_stream import current, report as report_result, with_progress_option
 
 
+@with_progress_option
 @with_prior_options
 @guarded
 def eval_command(
@@ -62,8 +64,10 @@ def eval_command(
     for path in out:
         write_report(report, path)
         say(f"wrote {path}")
+    summary = {k: v for k, v in report.to_json().items() if k != "results"}
+    report_result(summary)
     if json_output:
-        print_json({k: v for k, v in report.to_json().items() if k != "results"})
+        print_json(summary)
     else:
         show(markdown_table(report))
 
@@ -87,6 +91,10 @@ def _eval_coloring(data: Path, split: str, limit: int | None, out: list[Path], m
 
 
 def _progress(done: int, total: int, method: str) -> None:
+    stream = current()
+    if stream is not None:
+        stream.progress("photos" if method == "photos" else "cases", done, total, method=method)
+        return
     if stderr.is_terminal or done == total or done % 20 == 0:
         say(f"eval: {method} {done}/{total}")
 

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import typer
 
 from .console import guarded, print_json, progress_bar, say
+from .progress_stream import current, report, with_progress_option
 
 train_app = typer.Typer(help="Train a prior on a manifest (see `lasagna dataset`).", no_args_is_help=True)
 
@@ -24,6 +25,7 @@ Json = typer.Option(False, "--json", help="Print the result as one JSON object o
 
 
 @train_app.command("builtin")
+@with_progress_option
 @guarded
 def builtin(
     data: Path = Data,
@@ -93,6 +95,7 @@ def color(
 
 
 @train_app.command("controlnet")
+@with_progress_option
 @guarded
 def controlnet(
     model: str = typer.Option(..., "--model", "-m", help="Stable Diffusion folder or cached hub id to train the adapter for."),
@@ -122,11 +125,13 @@ def controlnet(
 
 
 def _report(result: Any, json_output: bool) -> None:
+    payload = {"output": str(result.output), "steps_done": result.steps_done, "steps": result.steps,
+               "seconds": round(result.seconds, 1), "finished": result.finished,
+               "loss_curve": str(result.loss_curve) if result.loss_curve else None,
+               "final_loss": result.history["loss"][-1] if result.history.get("loss") else None}
+    report(payload)
     if json_output:
-        print_json({"output": str(result.output), "steps_done": result.steps_done, "steps": result.steps,
-                    "seconds": round(result.seconds, 1), "finished": result.finished,
-                    "loss_curve": str(result.loss_curve) if result.loss_curve else None,
-                    "final_loss": result.history["loss"][-1] if result.history.get("loss") else None})
+        print_json(payload)
         return
     if result.finished:
         say(f"wrote {result.output} after {result.steps_done} steps in {result.seconds / 60:.1f} min "
@@ -138,7 +143,12 @@ def _report(result: Any, json_output: bool) -> None:
 
 @contextmanager
 def _progress(label: str, log_every: int) -> Iterator[Callable[[Any], None]]:
-    """A rich progress bar on a terminal; otherwise one plain line every `log_every` steps (for nohup logs)."""
+    """A rich progress bar on a terminal; otherwise one plain line every `log_every` steps (for nohup logs);
+    with `--progress jsonl`, one line per step."""
+    stream = current()
+    if stream is not None:
+        yield lambda info: stream.progress("train", info.step, info.steps, loss=info.loss, learning_rate=info.learning_rate)
+        return
     with progress_bar(loss=True) as bar:
         if bar is None:
             def line(info: Any) -> None:

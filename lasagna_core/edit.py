@@ -318,7 +318,8 @@ def _record(
         "settings": asdict(settings),
         "generator": asdict(spec.generator),
         "layers": [
-            {"name": name, "blend_mode": s.blend_mode.value, "channels": s.channels, "alpha": s.alpha, "neutral": s.neutral}
+            {"name": name, "blend_mode": s.blend_mode.value, "opacity": s.opacity, "channels": s.channels, "alpha": s.alpha,
+             "neutral": s.neutral}
             for name, s in zip(names, spec.layers)
         ],
     }

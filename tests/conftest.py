@@ -15,15 +15,24 @@ EXAMPLE_PSD = REPO / "examples" / "still-life.psd"
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Tests marked `gimp` skip where GIMP is missing; CI sets LASAGNA_REQUIRE_GIMP=1 so there they fail instead."""
-    if item.get_closest_marker("gimp") is None:
-        return
-    from tests.gimp import gimp_available, gimp_unavailable_reason
+    """Tests marked `gimp` (`krita`) skip where GIMP (Krita's kritarunner) is missing; CI sets
+    LASAGNA_REQUIRE_GIMP=1 (LASAGNA_REQUIRE_KRITA=1) so there they fail instead."""
+    if item.get_closest_marker("gimp") is not None:
+        from tests.gimp import gimp_unavailable_reason
 
-    if not gimp_available():
-        if os.environ.get("LASAGNA_REQUIRE_GIMP"):
-            pytest.fail(f"LASAGNA_REQUIRE_GIMP is set but {gimp_unavailable_reason()}")
-        pytest.skip(gimp_unavailable_reason())
+        _skip_or_fail(gimp_unavailable_reason(), "LASAGNA_REQUIRE_GIMP")
+    if item.get_closest_marker("krita") is not None:
+        from tests.krita import kritarunner_unavailable_reason
+
+        _skip_or_fail(kritarunner_unavailable_reason(), "LASAGNA_REQUIRE_KRITA")
+
+
+def _skip_or_fail(reason: str | None, required: str) -> None:
+    if reason is None:
+        return
+    if os.environ.get(required):
+        pytest.fail(f"{required} is set but {reason}")
+    pytest.skip(reason)
 
 
 def photoshop(name: str) -> Path:

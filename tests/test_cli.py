@@ -32,7 +32,8 @@ def test_version_and_help() -> None:
     assert code == 0 and "inspect" in out and "flatten" in out
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["inspect", str(EXAMPLE_PSD)]])
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["inspect", str(EXAMPLE_PSD)], ["krita", "--help"],
+                                  ["krita", "install", "--help"], ["shade", "--help"]])
 def test_fast_commands_do_not_import_torch(args: list[str]) -> None:
     code = (
         "import sys; from lasagna_cli.app import app\n"

@@ -270,10 +270,13 @@ def test_walker_reads_the_real_lazy_imports() -> None:
 def test_every_package_is_in_the_distribution() -> None:
     """pyproject lists the packages by name (`lasagna_templates` is mapped from templates/): a package missing
     there works in an editable install, the tests included, and is absent from a wheel, so users' installs
-    break. Every folder with an __init__.py under lasagna_core and lasagna_cli must be listed."""
+    break. Every folder with an __init__.py under lasagna_core, lasagna_cli and lasagna_krita must be listed, and
+    the Krita plug-in's .desktop file (which `lasagna krita install` copies) must be package data."""
     import tomllib
 
-    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
     on_disk = {".".join(init.parent.relative_to(REPO).parts)
-               for root in ("lasagna_core", "lasagna_cli") for init in (REPO / root).rglob("__init__.py")}
+               for root in ("lasagna_core", "lasagna_cli", "lasagna_krita") for init in (REPO / root).rglob("__init__.py")}
     assert on_disk <= listed, f"missing from pyproject's packages: {sorted(on_disk - listed)}"
+    assert "*.desktop" in setuptools["package-data"]["lasagna_krita"]
