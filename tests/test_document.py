@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -282,9 +283,12 @@ def test_raster_input_becomes_layered_psd(tmp_path: Path) -> None:
 def test_clipped_to_layer_base(tmp_path: Path) -> None:
     path = photoshop("2layers.psd")
     doc = load(path, layer="Фон")
-    out = save_psd(doc, [_shadow_layer(doc.height, doc.width)], tmp_path / "clip.psd")
+    clipped = replace(_shadow_layer(doc.height, doc.width), clipping=True)
+    beneath = replace(_shadow_layer(doc.height, doc.width), name="Flats")
+    out = save_psd(doc, [clipped, beneath], tmp_path / "clip.psd")
     names = [(l.name, l.clipping) for l in PSDImage.open(out)]
-    assert names == [("Фон", False), ("Shadows", True), ("Слой", False)]
+    # a node marked clipping goes right above the --layer base, clipped; an unmarked one right beneath it
+    assert names == [("Flats", False), ("Фон", False), ("Shadows", True), ("Слой", False)]
 
 
 def test_grayscale_psd_refuses_colour_layers(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def test_shade_streams_steps_then_the_result(tmp_path: Path) -> None:
 
 
 def test_colorize_streams_steps_then_the_result(tmp_path: Path, tiny_model: Path) -> None:
-    code, _, err = run("colorize", str(picture(tmp_path / "a.png")), "-p", "a watercolour fox", "-m", str(tiny_model),
+    code, _, err = run("colorize", str(picture(tmp_path / "a.png")), "-p", "a watercolour fox", "-t", "colorize-sd", "-m", str(tiny_model),
                        "--steps", "3", "--progress", "jsonl")
     assert code == 0, err
     lines = stream(err)

@@ -45,11 +45,12 @@ class PsdFormat:
 
     def write(self, f: IO[bytes], doc: Document, new_layers: Sequence[PixelNode]) -> None:
         psd = source_psd(doc)
-        anchor = find_layer(psd, doc.base_layer) if doc.base_layer else None
+        base = find_layer(psd, doc.base_layer) if doc.base_layer else None
+        anchor = base  # the layer the next clipped one goes above: the base, then the last clipped one
         stored = []
         for node in new_layers:
             quantised = _quantised(node, psd.depth)
-            added = _add_layer(psd, node, anchor, quantised)
+            added = _add_layer(psd, node, anchor if node.clipping else base, quantised)
             stored.append(_as_stored(node, quantised, psd.depth))
             if anchor is not None and node.clipping:
                 anchor = added
