@@ -82,7 +82,7 @@ def test_line_art_data_set(line_art_data: Path):
 
 def test_training_batch_hints_take_the_truths_colour(line_art_data: Path):
     pairs = load_color_pairs(read_color_manifest(line_art_data, "train"), SIZE)
-    config = ColorConfig(batch_size=12, size=SIZE, no_hints=0.0, class_dropout=0.0, flip=False)
+    config = ColorConfig(batch_size=12, size=SIZE, no_hints=0.0, class_dropout=0.0, guide_dropout=0.0, flip=False)
     idx = torch.arange(12) % pairs.guides.shape[0]
     batch = color_batch(pairs, config, NoiseSchedule.from_config(pixel_file.default_scheduler_config()),
                         torch.Generator().manual_seed(0), idx)
@@ -92,6 +92,9 @@ def test_training_batch_hints_take_the_truths_colour(line_art_data: Path):
     hinted = (batch["input"][:, 4:7] + 1) / 2
     flats = pairs.flats[idx].float() / 255
     assert float(((hinted - flats).abs() * mask).max()) < 1e-5
+    dropped = color_batch(pairs, ColorConfig(batch_size=12, size=SIZE, guide_dropout=1.0),
+                          NoiseSchedule.from_config(pixel_file.default_scheduler_config()), torch.Generator().manual_seed(0), idx)
+    assert float(dropped["input"][:, 3:].abs().max()) == 0.0  # neither guide nor hints: the unconditional row's input
 
 
 def test_hints_at_working_size_keep_a_small_dots_colour():
@@ -128,6 +131,13 @@ def test_color_prior_file_is_its_own_family(color_weights: Path):
     cond = prior.condition("a blue bird with a red beak", torch.ones(1, 3, SIZE, SIZE))
     assert cond.classes.tolist() == [prior.null_class, list(COLOR_WORDS).index("blue")]
     assert prior.condition("", torch.ones(1, 3, SIZE, SIZE)).classes.tolist() == [prior.null_class] * 2
+    seen = []
+    predict = prior.predict
+    prior.predict = lambda noisy, t, channels, classes: seen.append(channels) or predict(noisy, t, channels, classes)
+    prior.sds_loss(torch.rand(1, 3, SIZE, SIZE), cond, guidance=5.0)
+    rows = seen[0].chunk(2)
+    assert float(rows[0].abs().max()) == 0.0 and float(rows[1].abs().max()) > 0  # uncond drops the guide too
+    prior.predict = predict
     sample = prior.sample(torch.ones(2, 3, SIZE, SIZE), ["red", ""], steps=2)
     assert sample.shape == (2, 3, SIZE, SIZE) and 0 <= float(sample.min()) and float(sample.max()) <= 1
 

@@ -55,6 +55,7 @@ class BuiltinColorPrior(PixelPrior):
     weights_file = "builtin-color.safetensors"
     condition_channels = 5
     what = "colouring"
+    unconditional_drops_pictures = True
 
     def class_of(self, prompt: str) -> int:
         """The class of the prompt's first colour word, or the null class when it names none."""

@@ -4,8 +4,10 @@ resolution given condition pictures as extra input channels and a class (a light
 The noisy image (3 channels, in [-1, 1]) and the task's condition channels are concatenated; class i is
 `classes[i]` of the weights file and one extra class (the last) means "no class" (classifier-free guidance's
 unconditional row). Trained (`lasagna train`) with classifier-free dropout, eps-prediction and a DDPM
-schedule. For SDS the unconditional row keeps the condition pictures and drops only the class, the way a
-ControlNet prior keeps its hint under the negative prompt: guidance then amplifies what the *class* adds.
+schedule. For relighting, the unconditional row of SDS keeps the condition pictures and drops only the class,
+the way a ControlNet prior keeps its hint under the negative prompt: guidance then amplifies what the *class*
+adds. For colouring (`unconditional_drops_pictures`) it drops the pictures too: with no prompt both rows
+would otherwise be the same, and SDS without guidance paints the washed-out mean of all colourings.
 
 A task is a subclass (`builtin.BuiltinPrior` relights, `builtin_color.BuiltinColorPrior` colours) that says
 its name, its shipped file, its condition channels and how a prompt becomes a `PixelCondition`.
@@ -52,6 +54,7 @@ class PixelPrior(Prior):
     weights_file: ClassVar[str]  # the shipped file, in lasagna_core/weights
     condition_channels: ClassVar[int]
     what: ClassVar[str]  # "relighting", "colouring": for messages
+    unconditional_drops_pictures: ClassVar[bool] = False  # the uncond row: zeros for the pictures too, not only the null class
 
     def __init__(
         self,
@@ -148,7 +151,7 @@ class PixelPrior(Prior):
         batch = noisy.shape[0]
         channels = self.fit_channels(cond.channels, noisy.shape[-2:]).expand(batch, -1, -1, -1)
         classes = cond.classes.to(self.device).repeat_interleave(batch)
-        eps = self.predict(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([channels, channels]), classes)
+        eps = self.predict(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([self._unconditional(channels), channels]), classes)
         eps_uncond, eps_cond = eps.float().chunk(2)
         return eps_uncond, eps_cond
 
@@ -157,6 +160,9 @@ class PixelPrior(Prior):
         scale (zeros = dropped), `classes` [B] long (null_class = no class)."""
         inp = torch.cat([noisy, channels], dim=1).to(self.dtype)
         return self.unet(inp, t, class_labels=classes, return_dict=False)[0]
+
+    def _unconditional(self, channels: Tensor) -> Tensor:
+        return torch.zeros_like(channels) if self.unconditional_drops_pictures else channels
 
     def fit_channels(self, channels: Tensor, size: Any) -> Tensor:
         channels = channels.to(self.device, torch.float32)
@@ -184,7 +190,7 @@ class PixelPrior(Prior):
         x = torch.randn((b, 3, *channels.shape[-2:]), generator=generator, device=rng_device).to(self.device)
         for t in scheduler.timesteps:
             tt = torch.full((2 * b,), int(t), device=self.device, dtype=torch.long)
-            eps = self.predict(torch.cat([x, x]), tt, torch.cat([channels, channels]), ids).float()
+            eps = self.predict(torch.cat([x, x]), tt, torch.cat([self._unconditional(channels), channels]), ids).float()
             eps_u, eps_c = eps.chunk(2)
             x = scheduler.step(classifier_free_guidance(eps_u, eps_c, guidance), t, x).prev_sample
         return ((x + 1) / 2).clamp(0, 1)

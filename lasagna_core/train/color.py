@@ -6,7 +6,9 @@ colour layer makes: guide x flats for line art (Multiply), the flats themselves 
 the guide, so the Color blend gives them back). Hints are drawn afresh every batch: 0 to `MAX_DOTS` dots of
 2 x 2 pixels at random points inside the art's regions (not on a region's edge), in the flats' colour there,
 none for a share `no_hints` of the examples. The colour word (the manifest's `color`) is dropped to the null
-class for a share `class_dropout`, since most colourings are asked for with no prompt.
+class for a share `class_dropout`, since most colourings are asked for with no prompt, and, independently,
+the guide and hints for a share `guide_dropout`: the prior's unconditional row (`BuiltinColorPrior`) drops
+both, so that guidance amplifies what the line art and the hints say about colour.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class ColorConfig(DenoiserSettings):
     size: int = 64
     class_dropout: float = 0.5
     no_hints: float = 0.4
+    guide_dropout: float = 0.15  # the guide and hints dropped (zeros): the unconditional row guidance pushes away from
 
 
 @dataclass(frozen=True)
@@ -147,10 +150,12 @@ def color_batch(pairs: ColorPairs, config: ColorConfig, schedule: NoiseSchedule,
     classes = pairs.classes[idx].clone()
     classes[torch.rand(b, generator=rng) < config.class_dropout] = len(COLOR_WORDS)
     picture = torch.where(pairs.line_art[idx][:, None, None, None], guide * flats, flats) * 2 - 1
+    channels = color_channels(guide, hint_rgb, mask)
+    channels[torch.rand(b, generator=rng) < config.guide_dropout] = 0.0
     t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=rng)
     noise = torch.randn(picture.shape, generator=rng)
     noisy = schedule.add_noise(picture, noise, t)
-    return {"input": torch.cat([noisy, color_channels(guide, hint_rgb, mask)], 1), "t": t, "classes": classes,
+    return {"input": torch.cat([noisy, channels], 1), "t": t, "classes": classes,
             "target": schedule.training_target(picture, noise, t)}
 
 
@@ -193,7 +198,7 @@ def train_color(data: Path, out: Path, config: ColorConfig, *, on_progress: Prog
     run.resume()
     val_batch = None
     if val is not None:
-        fixed = ColorConfig(**{**config.__dict__, "flip": False, "class_dropout": 0.0})
+        fixed = ColorConfig(**{**config.__dict__, "flip": False, "class_dropout": 0.0, "guide_dropout": 0.0})
         val_batch = color_batch(val, fixed, schedule, torch.Generator().manual_seed(1234), torch.arange(val.guides.shape[0]))
     fit_denoiser(model, ema, optimizer, run, config, lambda: color_batch(train, config, schedule, rng), val_batch, on_progress)
 
