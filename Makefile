@@ -21,6 +21,8 @@ demo: venv
 	$(BIN)/lasagna flatten examples/still-life.psd -o out/still-life-flat.png
 	$(BIN)/lasagna shade examples/still-life.psd --prompt "light from the left" --model builtin -o out/still-life.lasagna.psd
 	$(BIN)/lasagna flatten out/still-life.lasagna.psd -o out/still-life-shaded.png
+	$(BIN)/lasagna colorize examples/sketch.png -o out/sketch.lasagna.psd
+	$(BIN)/lasagna flatten out/sketch.lasagna.psd -o out/sketch-coloured.png
 
 test: venv
 	$(BIN)/python -m pytest -q
