@@ -274,3 +274,20 @@ def test_flats_go_beneath_a_line_art_layer(color_weights: Path, tmp_path: Path):
     q = 96 // 8
     region = pixels[3 * q:5 * q, 2 * q + 4:4 * q - 3]
     assert np.ptp(region.reshape(-1, 3), axis=0).max() < 1e-6  # the line layer's transparent paper is coloured as one region
+
+
+def test_shipped_colouring_prior_is_the_offline_default(tmp_path: Path):
+    """A fresh install colours line art with no prompt and no model: the shipped weights load (SHA-256
+    checked), are small enough to ship, and `colorize` writes flats with them."""
+    from lasagna_core.priors import PriorSettings, load_prior
+    from lasagna_core.templates import load_template
+
+    prior = load_prior(PriorSettings("builtin-color", device="cpu"))
+    assert isinstance(prior, BuiltinColorPrior) and prior.resolution == 64 and prior.classes == list(COLOR_WORDS)
+    assert BuiltinColorPrior.shipped().stat().st_size <= 30 * 1024 * 1024
+    assert load_template("colorize").model == "builtin-color"
+    out = tmp_path / "out.psd"
+    code, _, stderr = cli("colorize", str(_sketch(tmp_path / "sketch.png")), "-o", str(out), "--steps", "5")
+    assert code == 0, stderr
+    layers = {l.name: l for l in PSDImage.open(out)}
+    assert layers["Flats"].blend_mode.name == "MULTIPLY"
