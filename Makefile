@@ -23,6 +23,8 @@ demo: venv
 	$(BIN)/lasagna flatten out/still-life.lasagna.psd -o out/still-life-shaded.png
 	$(BIN)/lasagna colorize examples/sketch.png -o out/sketch.lasagna.psd
 	$(BIN)/lasagna flatten out/sketch.lasagna.psd -o out/sketch-coloured.png
+	$(BIN)/lasagna colorize examples/sketch.png --hints examples/sketch-hints.png -o out/sketch-hinted.lasagna.psd
+	$(BIN)/lasagna flatten out/sketch-hinted.lasagna.psd -o out/sketch-hinted.png
 
 test: venv
 	$(BIN)/python -m pytest -q

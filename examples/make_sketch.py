@@ -1,5 +1,7 @@
 """Rebuild examples/sketch.png: black line art on white paper (a mug, an apple with a leaf, a gift box with a
-ribbon), the kind of drawing an artist hands to `lasagna colorize`. Run: python examples/make_sketch.py"""
+ribbon), the kind of drawing an artist hands to `lasagna colorize`, and examples/sketch-hints.png: the colour
+dots an artist would put on it (`lasagna colorize examples/sketch.png --hints examples/sketch-hints.png`).
+Run: python examples/make_sketch.py"""
 
 from __future__ import annotations
 
@@ -38,7 +40,23 @@ def build(path: Path) -> None:
     image.resize((SIZE, SIZE), Image.LANCZOS).convert("RGB").save(path)
 
 
+HINTS = (  # (x, y, colour): one dot per region worth a colour
+    (115, 330, (52, 101, 164)), (115, 230, (240, 240, 235)), (292, 330, (200, 30, 40)), (322, 218, (80, 160, 60)),
+    (395, 320, (230, 180, 40)), (470, 320, (230, 180, 40)), (395, 216, (200, 40, 120)), (470, 216, (200, 40, 120)),
+    (422, 320, (200, 40, 120)), (422, 216, (200, 40, 120)),
+)
+
+
+def build_hints(path: Path) -> None:
+    image = Image.new("RGBA", (SIZE, SIZE), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    for x, y, colour in HINTS:
+        draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=(*colour, 255))
+    image.save(path)
+
+
 if __name__ == "__main__":
-    out = Path(__file__).with_name("sketch.png")
-    build(out)
-    print(f"wrote {out}")
+    for name, make in (("sketch.png", build), ("sketch-hints.png", build_hints)):
+        out = Path(__file__).with_name(name)
+        make(out)
+        print(f"wrote {out}")

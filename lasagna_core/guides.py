@@ -97,5 +97,5 @@ def is_line_art(base: np.ndarray) -> bool:
     total = int(dark.sum())
     if total == 0:
         return True
-    radius = max(2, round(0.004 * max(lum.shape)))
+    radius = max(3, round(0.008 * max(lum.shape)))
     return int(_erode(dark, radius).sum()) < SOLID_SHARE * total

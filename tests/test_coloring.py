@@ -291,3 +291,12 @@ def test_shipped_colouring_prior_is_the_offline_default(tmp_path: Path):
     assert code == 0, stderr
     layers = {l.name: l for l in PSDImage.open(out)}
     assert layers["Flats"].blend_mode.name == "MULTIPLY"
+
+
+def test_the_example_sketch_is_line_art():
+    """`make demo` colours examples/sketch.png: 4 px anti-aliased strokes at 512 px must read as line art."""
+    from lasagna_core.document import load
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    assert is_line_art(load(root / "sketch.png").base)
+    assert not is_line_art(load(root / "still-life.psd").base)
