@@ -18,7 +18,7 @@ from ..errors import UsageError
 from ..priors.schedule import NoiseSchedule
 from .curve import draw_loss_curve
 from .manifest import PairSet, load_pairs, read_manifest
-from .denoiser import DenoiserSettings, fit_denoiser
+from .denoiser import DenoiserSettings, fit_denoiser, new_denoiser
 from .run import ProgressCallback, TrainingRun, TrainResult
 
 
@@ -54,14 +54,7 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
     else:
         unet_config = config.unet or builtin.default_unet_config(config.size, len(directions))
         sched_config = pixel_file.default_scheduler_config()
-    torch.manual_seed(config.seed)
-    model = pixel_file.new_unet(unet_config)
-    if start is not None:
-        model.load_state_dict(start.unet.state_dict())
-    ema = pixel_file.new_unet(unet_config)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    model, ema, optimizer = new_denoiser(unet_config, None if start is None else start.unet, config)
     schedule = NoiseSchedule.from_config(sched_config)
     rng = torch.Generator().manual_seed(config.seed)
     init = None if start is None else pixel_file.sha256_of(start.weights)

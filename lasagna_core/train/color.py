@@ -28,7 +28,7 @@ from ..errors import DocumentError, UsageError
 from ..priors.schedule import NoiseSchedule
 from ..synth.dataset import check_split, read_json_lines, split_of
 from .curve import draw_loss_curve
-from .denoiser import Batch, DenoiserSettings, fit_denoiser
+from .denoiser import Batch, DenoiserSettings, fit_denoiser, new_denoiser
 from .manifest import load_image, manifest_path
 from .run import ProgressCallback, TrainingRun, TrainResult
 
@@ -182,14 +182,7 @@ def train_color(data: Path, out: Path, config: ColorConfig, *, on_progress: Prog
             raise UsageError(f"--init '{config.init}' works at {start.resolution} px; train it at --size {start.resolution}")
     unet_config = pixel_file.model_config(start.unet) if start else config.unet or builtin_color.default_unet_config(config.size)
     sched_config = start.scheduler_config if start else pixel_file.default_scheduler_config()
-    torch.manual_seed(config.seed)
-    model = pixel_file.new_unet(unet_config)
-    if start is not None:
-        model.load_state_dict(start.unet.state_dict())
-    ema = pixel_file.new_unet(unet_config)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    model, ema, optimizer = new_denoiser(unet_config, None if start is None else start.unet, config)
     schedule = NoiseSchedule.from_config(sched_config)
     rng = torch.Generator().manual_seed(config.seed)
     run = TrainingRun(out, {"unet": unet_config, "task": "color", "size": config.size, "init": config.init},

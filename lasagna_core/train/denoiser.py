@@ -34,6 +34,21 @@ class DenoiserSettings(RunSettings):
 Batch = dict[str, Tensor]  # input [B,C,S,S], t [B], classes [B], target [B,3,S,S]
 
 
+def new_denoiser(unet_config: dict[str, Any], start: Any | None, config: DenoiserSettings) -> tuple[Any, Any, torch.optim.Optimizer]:
+    """(model, ema, optimizer) for a run: a fresh U-Net seeded by `config.seed` (or `start`'s weights for a
+    fine-tune), its frozen moving-average copy, and AdamW without weight decay."""
+    from ..priors.pixel_file import new_unet
+
+    torch.manual_seed(config.seed)
+    model = new_unet(unet_config)
+    if start is not None:
+        model.load_state_dict(start.state_dict())
+    ema = new_unet(unet_config)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    return model, ema, torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+
+
 def fit_denoiser(
     model: Any, ema: Any, optimizer: torch.optim.Optimizer, run: TrainingRun, config: DenoiserSettings,
     next_batch: Callable[[], Batch], val_batch: Batch | None, on_progress: ProgressCallback | None,
