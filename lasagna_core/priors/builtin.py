@@ -56,12 +56,11 @@ class BuiltinPrior(PixelPrior):
     @torch.no_grad()
     def condition(self, prompt: str, base: Tensor, negative_prompt: str = "") -> PixelCondition:
         """Parse the prompt into a direction (UsageError with one line if it can't); the base is the picture."""
-        if base.ndim != 4 or base.shape[0] != 1 or base.shape[1] != 3:
-            raise ValueError(f"base must be [1, 3, H, W], got {list(base.shape)}")
+        base = self.checked_base(base)
         wanted = self.class_of(parse_direction(prompt))
         negative = self.class_of(parse_direction(negative_prompt)) if negative_prompt.strip() else self.null_class
         ids = torch.tensor([negative, wanted], dtype=torch.long, device=self.device)
-        return PixelCondition(prompt, negative_prompt, classes=ids, channels=base.to(self.device, torch.float32) * 2 - 1)
+        return PixelCondition(prompt, negative_prompt, classes=ids, channels=base * 2 - 1)
 
     @torch.no_grad()
     def sample(

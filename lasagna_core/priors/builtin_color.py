@@ -71,9 +71,7 @@ class BuiltinColorPrior(PixelPrior):
     def condition(self, prompt: str, base: Tensor, negative_prompt: str = "", *, hints: Tensor | None = None) -> PixelCondition:
         """The base's lightness as the guide, `hints` [1,4,H,W] (any size; None: no hints) brought to the base's
         size, and the prompt's first colour word as the class (none: the unconditional class)."""
-        if base.ndim != 4 or base.shape[0] != 1 or base.shape[1] != 3:
-            raise ValueError(f"base must be [1, 3, H, W], got {list(base.shape)}")
-        base = base.to(self.device, torch.float32)
+        base = self.checked_base(base)
         size = base.shape[-2:]
         if hints is None:
             hint_rgb, mask = base.new_zeros(1, 3, *size), base.new_zeros(1, 1, *size)

@@ -161,6 +161,12 @@ class PixelPrior(Prior):
         inp = torch.cat([noisy, channels], dim=1).to(self.dtype)
         return self.unet(inp, t, class_labels=classes, return_dict=False)[0]
 
+    def checked_base(self, base: Tensor) -> Tensor:
+        """The base `condition` takes, [1, 3, h, w], as float32 on the prior's device (ValueError otherwise)."""
+        if base.ndim != 4 or base.shape[0] != 1 or base.shape[1] != 3:
+            raise ValueError(f"base must be [1, 3, H, W], got {list(base.shape)}")
+        return base.to(self.device, torch.float32)
+
     def _unconditional(self, channels: Tensor) -> Tensor:
         return torch.zeros_like(channels) if self.unconditional_drops_pictures else channels
 
