@@ -50,6 +50,8 @@ PRIOR_FLAGS: tuple[PriorFlag, ...] = (
         None, "--iclight", help="IC-Light relighting offset merged into the SD 1.5 --model: its .safetensors file, or lllyasviel/ic-light (pulled) for fc, fbc with --background.")),
     PriorFlag("background", Optional[str], typer.Option(
         None, "--background", help="The background picture an IC-Light fbc offset conditions on (with --iclight).")),
+    PriorFlag("word_guidance", Optional[float], typer.Option(
+        None, "--word-guidance", min=0.0, help="How much more a colour word in the prompt weighs than the line art: (1 + this) x --guidance; default 2 (built-in colouring prior).")),
 )
 
 
@@ -63,7 +65,7 @@ def with_prior_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
         options = {f.field: f.to_value(kwargs.pop(f.field)) for f in PRIOR_FLAGS}
-        return command(**kwargs, prior_options={name: value for name, value in options.items() if value})
+        return command(**kwargs, prior_options={name: value for name, value in options.items() if value is not None and value is not False})
 
     parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
     wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]

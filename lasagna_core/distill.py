@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .blend import blend
 from .errors import DistillationError
@@ -32,7 +32,7 @@ class StepInfo:
     loss: Tensor
     sds: Tensor
     regulariser: Tensor
-    generator: LayerGenerator
+    generator: nn.Module
 
 
 def compose(base: Tensor, specs: Sequence[LayerSpec], outputs: Sequence[LayerOutput], mask: Tensor | None = None) -> Tensor:
@@ -116,8 +116,10 @@ def distill(
     on_step: Callable[[StepInfo], None] | None = None,
     shape: GeneratorSettings = GeneratorSettings(),
     prior_size: tuple[int, int] | None = None,
-) -> LayerGenerator:
-    """Train a fresh generator of `shape` for `base` [1, 3, h, w] (the generator's working size) and return it.
+    generator: nn.Module | None = None,
+) -> nn.Module:
+    """Train a generator for `base` [1, 3, h, w] (the generator's working size) and return it: `generator`
+    when given (flats' `RegionGenerator`), else a fresh `LayerGenerator` of `shape`.
 
     `prior_size`: the prior's working size when it differs from the generator's; the composite is resized
     to it (area when shrinking) before the SDS loss. Every CHECK_EVERY steps the loss and weights are
@@ -126,11 +128,15 @@ def distill(
     """
     device = base.device
     torch.manual_seed(seed)
-    generator = LayerGenerator(specs, width=shape.width, levels=shape.levels).to(device)
     g_input = base
-    if device.type == "cpu":  # oneDNN's convolutions are faster channels-last (benchmarks/RESULTS.md)
+    if generator is not None:
+        generator = generator.to(device)
+    elif device.type == "cpu":  # oneDNN's convolutions are faster channels-last (benchmarks/RESULTS.md)
+        generator = LayerGenerator(specs, width=shape.width, levels=shape.levels)
         generator = generator.to(memory_format=torch.channels_last)
         g_input = base.contiguous(memory_format=torch.channels_last)
+    else:
+        generator = LayerGenerator(specs, width=shape.width, levels=shape.levels).to(device)
     noise = torch.Generator(device=device).manual_seed(seed)
     learning_rate = settings.learning_rate
     optimiser = _adam(generator, learning_rate)
@@ -171,19 +177,19 @@ def distill(
     return generator
 
 
-def _adam(generator: LayerGenerator, learning_rate: float) -> torch.optim.Adam:
+def _adam(generator: nn.Module, learning_rate: float) -> torch.optim.Adam:
     """Adam with its fused kernel where PyTorch has one (CPU, CUDA): one kernel for all of G's parameters
     instead of a loop over its tensors (benchmarks/RESULTS.md)."""
     fused = next(generator.parameters()).device.type in ("cpu", "cuda")
     return torch.optim.Adam(generator.parameters(), lr=learning_rate, fused=fused or None)
 
 
-def copy_weights(generator: LayerGenerator) -> dict[str, Tensor]:
+def copy_weights(generator: nn.Module) -> dict[str, Tensor]:
     """A detached copy of the weights, to go back to after a divergence."""
     return {name: value.detach().clone() for name, value in generator.state_dict().items()}
 
 
-def all_finite(loss: Tensor, generator: LayerGenerator) -> bool:
+def all_finite(loss: Tensor, generator: nn.Module) -> bool:
     """Whether the loss and every weight are finite (one device sync for all of them)."""
     checks = [torch.isfinite(loss).all()] + [torch.isfinite(p).all() for p in generator.parameters()]
     return bool(torch.stack(checks).all())

@@ -105,30 +105,43 @@ class Distillation:
         if coverage is not None and "matte" in prior.capabilities.conditions_on:
             guides["matte"] = resize(coverage, self.prior_size)
         self.condition = prior.condition(spec.render_prompt(prompt), hint, spec.negative_prompt, **guides)
-        self._regions: Any = None
+        self.regions = None  # the line art's closed regions, for a flats template
+        self.hint_dots = None
+        if any(layer.finish == "flats" for layer in spec.layers):
+            from .flats import find_regions, hints_from_rgba
+
+            self.regions = find_regions(_numpy(base))
+            self.hint_dots = None if hints is None else hints_from_rgba(_numpy(hints))
 
     def layers(self, seed: int, on_step: Callable[[StepInfo], None] | None = None) -> list[LayerOutput]:
         """The layers for `seed` as they are written: full size, clamped, snapped to neutral where they rest."""
         generator = distill(
             self.base_low, self.spec.layers, self.prior, self.condition, self.settings, seed=seed, mask=self.mask_low,
-            on_step=on_step, shape=self.spec.generator, prior_size=self.prior_size,
+            on_step=on_step, shape=self.spec.generator, prior_size=self.prior_size, generator=self._region_generator(),
         )
+        if self.regions is not None:
+            return [self._flats(generator.colours(), self.spec.layers[0])]
         with torch.no_grad():
             layers = finished_layers(generator(self.base_low), self.spec.layers, self.base_low, self.base)
-        layers = [LayerOutput(tint_plane(out.color, spec, self.light), out.alpha) for out, spec in zip(layers, self.spec.layers)]
-        return [self._flats(out, spec) if spec.finish == "flats" else out for out, spec in zip(layers, self.spec.layers)]
+        return [LayerOutput(tint_plane(out.color, spec, self.light), out.alpha) for out, spec in zip(layers, self.spec.layers)]
 
-    def _flats(self, out: LayerOutput, spec: LayerSpec) -> LayerOutput:
-        """One flat colour per closed region of the base's line art (the regions found once per run); hinted
-        regions take their hint. Outside the drawing the layer rests at its neutral (or transparent)."""
-        from .flats import fill_flats, find_regions, hints_from_rgba
+    def _region_generator(self) -> Any:
+        """Flats are trained as one colour per closed region (`region_generator`); other layers by the default
+        convolutional generator (None)."""
+        if self.regions is None:
+            return None
+        from .region_generator import RegionGenerator
 
-        if self._regions is None:
-            self._regions = find_regions(_numpy(self.base))
-        hints = None if self.hints is None else hints_from_rgba(_numpy(self.hints))
-        flats = fill_flats(self._regions, _numpy(out.color), hints=hints)
-        color = torch.from_numpy(flats.rgb)[None].to(out.color.device)
-        alpha = torch.from_numpy(flats.alpha)[None, None].to(out.color.device)
+        return RegionGenerator(self.spec.layers, self.regions, self.size, self.hint_dots)
+
+    def _flats(self, colours: Tensor, spec: LayerSpec) -> LayerOutput:
+        """The flats of the trained region colours at full size; outside the drawing the layer rests at its
+        neutral (or is transparent)."""
+        from .flats import flats_of
+
+        flats = flats_of(self.regions, colours.detach().float().cpu().numpy(), hints=self.hint_dots)
+        color = torch.from_numpy(flats.rgb)[None].to(self.base.device)
+        alpha = torch.from_numpy(flats.alpha)[None, None].to(self.base.device)
         if spec.alpha:
             return LayerOutput(color, alpha)
         return LayerOutput(color * alpha + (1 - alpha) * spec.neutral, None)

@@ -42,6 +42,7 @@ PRIOR_SIZE = 64
 """The colour prior's side in pixels: its pixel is the smallest region and the colour's blur at a border."""
 
 _F = np.float32
+Outside = Literal["transparent", "fill"]
 
 
 @dataclass(frozen=True)
@@ -239,25 +240,59 @@ def region_medians(image: np.ndarray, labels: np.ndarray, use: np.ndarray, count
 
 
 def fill_flats(regions: LineRegions, colour: np.ndarray, *, hints: Hints | None = None,
-               outside: Literal["transparent", "fill"] = "transparent", margin: int | None = None) -> Flats:
-    """Flats from the distilled colour at document size, `colour` (3, H, W) in [0, 1]: one colour a region
-    (see the module's docstring), hinted regions their hint's. `outside`: "transparent" leaves the regions
-    touching the canvas edge empty unless hinted, "fill" colours them like the rest. `margin`: px near a
-    region's border not trusted (default one pixel of the prior: the longer side / PRIOR_SIZE)."""
+               outside: Outside = "transparent", margin: int | None = None) -> Flats:
+    """Flats from a colour picture at document size, `colour` (3, H, W) in [0, 1]: each region the median of
+    its interior (see the module's docstring), hinted regions their hint's. `outside`: see `flats_of`.
+    `margin`: px near a region's border not trusted (default one pixel of the prior: the longer side /
+    PRIOR_SIZE)."""
     labels = regions.labels
     if colour.shape != (3, *labels.shape):
         raise ValueError(f"colour must be (3, {labels.shape[0]}, {labels.shape[1]}), got {colour.shape}")
-    if outside not in ("transparent", "fill"):
-        raise ValueError(f"outside must be 'transparent' or 'fill', got {outside!r}")
     count = regions.count
     margin = max(1, round(max(labels.shape) / PRIOR_SIZE)) if margin is None else margin
     interior = ~dilate(boundaries(labels), margin)
     deep = np.bincount(labels[interior], minlength=count) > 0
-    colours = region_medians(colour, labels, interior | ~deep[labels], count)
-    hinted, hint_colours = (hints.region_colours(labels, count) if hints is not None
-                            else (np.zeros(count, bool), colours))
-    colours[hinted] = hint_colours[hinted]
-    painted = (hinted | ~regions.outside) if outside == "transparent" else np.ones(count, bool)
+    return flats_of(regions, region_medians(colour, labels, interior | ~deep[labels], count), hints=hints, outside=outside)
+
+
+def hinted_regions(regions: LineRegions, hints: Hints | None) -> tuple[np.ndarray, np.ndarray]:
+    """(hinted (n,) bool, colours (n, 3) float32): the regions `hints` touch and their colours (white else)."""
+    if hints is None:
+        return np.zeros(regions.count, bool), np.ones((regions.count, 3), _F)
+    return hints.region_colours(regions.labels, regions.count)
+
+
+def painted_regions(regions: LineRegions, hinted: np.ndarray, outside: Outside = "transparent") -> np.ndarray:
+    """(n,) bool, the regions the flats colour: "transparent" leaves the regions touching the canvas edge (the
+    paper around the drawing) empty unless hinted, "fill" colours every region."""
+    if outside not in ("transparent", "fill"):
+        raise ValueError(f"outside must be 'transparent' or 'fill', got {outside!r}")
+    return (hinted | ~regions.outside) if outside == "transparent" else np.ones(regions.count, bool)
+
+
+def flats_of(regions: LineRegions, colours: np.ndarray, *, hints: Hints | None = None,
+             outside: Outside = "transparent") -> Flats:
+    """The flats of one colour per region, `colours` (n, 3) in [0, 1]; hinted regions take their hint's."""
+    if colours.shape != (regions.count, 3):
+        raise ValueError(f"colours must be ({regions.count}, 3), got {colours.shape}")
+    hinted, hint_colours = hinted_regions(regions, hints)
+    colours = np.where(hinted[:, None], hint_colours, colours).astype(_F)
+    painted = painted_regions(regions, hinted, outside)
     shown = np.where(painted[:, None], colours, _F(1))
-    rgb = np.ascontiguousarray(shown.T[:, labels])
-    return Flats(rgb, painted[labels].astype(_F), colours, painted, hinted)
+    rgb = np.ascontiguousarray(shown.T[:, regions.labels])
+    return Flats(rgb, painted[regions.labels].astype(_F), colours, painted, hinted)
+
+
+def region_shares(labels: np.ndarray, count: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How much of each pixel of a smaller picture of `size` (h, w) each region covers, as a sparse matrix in
+    coordinate form: (cell, region, share) with cell = y * w + x, shares of a cell summing to 1. Each document
+    pixel falls in the cell of its position scaled down (exact area shares when the sizes divide)."""
+    height, width = labels.shape
+    h, w = size
+    rows = (np.arange(height) * h // height).astype(np.int64)
+    cols = (np.arange(width) * w // width).astype(np.int64)
+    cell = (rows[:, None] * w + cols[None, :]).ravel()
+    pairs, counts = np.unique(cell * count + labels.ravel().astype(np.int64), return_counts=True)
+    cell_of, region_of = pairs // count, pairs % count
+    area = np.bincount(cell, minlength=h * w)
+    return cell_of, region_of, (counts / area[cell_of]).astype(_F)

@@ -42,7 +42,8 @@ class LayerSpec:
 
 FINISHES = ("upsample", "flats")
 """upsample: the edge-aware guided upsampling of the distilled layer; flats: one colour per closed region of
-the base's line art (`lasagna_core.flats`), for colour layers (3 channels)."""
+the base's line art (`lasagna_core.flats`), trained as such (`lasagna_core.region_generator`), for a colour
+layer (3 channels) that is the template's only layer."""
 
 
 def _bounds(low: float, high: float = math.inf, *, above: bool = False, below: bool = False) -> dict[str, Any]:
@@ -179,6 +180,8 @@ def _build(data: dict[str, Any], source: str) -> EditSpec:
     specs = tuple(_layer(entry) for entry in layers)
     if len({spec.name for spec in specs}) != len(specs):
         raise ValueError("layer names must be unique")
+    if len(specs) > 1 and any(spec.finish == "flats" for spec in specs):
+        raise ValueError('a finish = "flats" layer must be the template\'s only layer (flats are trained as one colour per region)')
     prompt = str(data.get("prompt", "{prompt}"))
     if "{prompt}" not in prompt:
         raise ValueError("'prompt' must contain the {prompt} placeholder")

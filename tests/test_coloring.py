@@ -135,11 +135,44 @@ def test_color_prior_file_is_its_own_family(color_weights: Path):
     predict = prior.predict
     prior.predict = lambda noisy, t, channels, classes: seen.append(channels) or predict(noisy, t, channels, classes)
     prior.sds_loss(torch.rand(1, 3, SIZE, SIZE), cond, guidance=5.0)
-    rows = seen[0].chunk(2)
+    rows = seen[0].chunk(3)  # uncond, the prompt's row, the pictures alone (for the colour word's guidance)
     assert float(rows[0].abs().max()) == 0.0 and float(rows[1].abs().max()) > 0  # uncond drops the guide too
+    assert torch.equal(rows[1], rows[2])
     prior.predict = predict
     sample = prior.sample(torch.ones(2, 3, SIZE, SIZE), ["red", ""], steps=2)
     assert sample.shape == (2, 3, SIZE, SIZE) and 0 <= float(sample.min()) and float(sample.max()) <= 1
+
+
+def test_word_guidance_pushes_the_prompt_row_further_along_what_the_colour_word_adds(color_weights: Path):
+    """eps_cond = eps(pictures, word) + w (eps(pictures, word) - eps(pictures, no word)); without a colour word
+    the prior runs its two rows only."""
+    prior = BuiltinColorPrior.load(str(color_weights), BuiltinColorPrior.Config(word_guidance=2.0))
+    base = torch.rand(1, 3, SIZE, SIZE)
+    cond = prior.condition("a red drawing", base)
+    noisy, t = torch.randn(1, 3, SIZE, SIZE), torch.tensor([500])
+    eps_u, eps_c = prior.predict_noise(noisy, t, cond)
+    null = torch.tensor([prior.null_class])
+    full = prior.predict(noisy, t, cond.channels, cond.classes[1:])
+    pictures = prior.predict(noisy, t, cond.channels, null)
+    assert torch.allclose(eps_c, full + 2.0 * (full - pictures), atol=1e-5)
+    assert torch.allclose(eps_u, prior.predict(noisy, t, torch.zeros_like(cond.channels), null), atol=1e-5)
+    plain = BuiltinColorPrior.load(str(color_weights), BuiltinColorPrior.Config(word_guidance=0.0))
+    assert torch.allclose(plain.predict_noise(noisy, t, cond)[1], full, atol=1e-5)
+    calls = []
+    predict = prior.predict
+    prior.predict = lambda noisy, t, channels, classes: calls.append(len(classes)) or predict(noisy, t, channels, classes)
+    prior.predict_noise(noisy, t, prior.condition("a cat", base))
+    assert calls == [2]
+
+
+def test_word_guidance_flag_reaches_only_the_colouring_prior(color_weights: Path, tmp_path: Path):
+    sketch = _sketch(tmp_path / "sketch.png")
+    code, _, stderr = cli("colorize", str(sketch), "-o", str(tmp_path / "a.psd"), "-m", str(color_weights),
+                          "-p", "a red drawing", "--word-guidance", "0", *FAST, "--json")
+    assert code == 0, stderr
+    assert json.loads((tmp_path / "a.psd.json").read_text())["prior_options"] == {"word_guidance": 0.0}
+    code, _, stderr = cli("shade", str(sketch), "-p", "light from the left", "--word-guidance", "2")
+    assert code != 0 and "--word-guidance" in stderr and "Traceback" not in stderr
 
 
 def _sketch(path: Path, size: int = 96, gap: bool = False) -> Path:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..color import ciede2000, srgb_to_lab
-from ..flats import Hints, LineRegions, fill_flats, region_medians
+from ..flats import Hints, LineRegions, flats_of, region_medians
 from ..labelling import neighbour_pairs
 
 LINE_COVERAGE = 0.5
@@ -176,8 +176,8 @@ def lightness_drift(result: np.ndarray, grey: np.ndarray) -> float:
 
 def flood_fill_baseline(regions: LineRegions, hints: Hints) -> np.ndarray:
     """(3, H, W): the classical tool on the line art's regions: hinted regions in their hint's colour, the
-    rest the white paper (the flats of an all-white colour, so the fill is `fill_flats`' own)."""
-    return fill_flats(regions, np.ones((3, *regions.labels.shape), np.float32), hints=hints).rgb
+    rest the white paper (the flats of an all-white colour, so the fill is the flats' own)."""
+    return flats_of(regions, np.ones((regions.count, 3), np.float32), hints=hints).rgb
 
 
 def score_colouring(result: np.ndarray, truth: np.ndarray, labels: np.ndarray, *, lines: np.ndarray | None = None,

@@ -11,6 +11,7 @@ greyscale picture with the flats' colour (Color mode). Trained by `lasagna train
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -47,7 +48,13 @@ def hints_at(hints: Tensor, size: Any) -> tuple[Tensor, Tensor]:
 
 @register_prior(COLOR, title="built-in colouring")
 class BuiltinColorPrior(PixelPrior):
-    """SDS through the built-in colouring model; `classes` are colour words. No options (an empty Config)."""
+    """SDS through the built-in colouring model; `classes` are colour words."""
+
+    @dataclass(frozen=True)
+    class Config:
+        word_guidance: float = field(default=2.0, metadata={"help": (
+            "How much more a colour word in the prompt weighs than the line art under guidance: its pull is "
+            "(1 + this) x --guidance (0: as much). Measured in README \"Colouring\".")})
 
     capabilities = Capabilities(samples=True, encoder=False, conditions_on=frozenset({"image", "hints", "color-words"}))
     task = COLOR
@@ -56,6 +63,10 @@ class BuiltinColorPrior(PixelPrior):
     condition_channels = 5
     what = "colouring"
     unconditional_drops_pictures = True
+
+    @property
+    def class_emphasis(self) -> float:
+        return float(self.config.word_guidance)
 
     def class_of(self, prompt: str) -> int:
         """The class of the prompt's first colour word, or the null class when it names none."""
@@ -77,8 +88,10 @@ class BuiltinColorPrior(PixelPrior):
             hint_rgb, mask = base.new_zeros(1, 3, *size), base.new_zeros(1, 1, *size)
         else:
             hint_rgb, mask = hints_at(hints.to(self.device, torch.float32), size)
-        ids = torch.tensor([self.class_of(negative_prompt), self.class_of(prompt)], dtype=torch.long, device=self.device)
-        return PixelCondition(prompt, negative_prompt, classes=ids, channels=color_channels(luminosity(base), hint_rgb, mask))
+        asked = self.class_of(prompt)
+        ids = torch.tensor([self.class_of(negative_prompt), asked], dtype=torch.long, device=self.device)
+        return PixelCondition(prompt, negative_prompt, classes=ids, channels=color_channels(luminosity(base), hint_rgb, mask),
+                              class_asked=asked != self.null_class)
 
     @torch.no_grad()
     def sample(

@@ -7,7 +7,10 @@ unconditional row). Trained (`lasagna train`) with classifier-free dropout, eps-
 schedule. For relighting, the unconditional row of SDS keeps the condition pictures and drops only the class,
 the way a ControlNet prior keeps its hint under the negative prompt: guidance then amplifies what the *class*
 adds. For colouring (`unconditional_drops_pictures`) it drops the pictures too: with no prompt both rows
-would otherwise be the same, and SDS without guidance paints the washed-out mean of all colourings.
+would otherwise be the same, and SDS without guidance paints the washed-out mean of all colourings. Guidance
+then amplifies the pictures and the class as one, and the line art outweighs a colour word; a family with a
+`class_emphasis` w > 0 adds a third row (the pictures, no class) and pushes the conditional row w times
+further along what the class adds (`guided_pair`), so guidance weighs the class (1 + w) times the pictures.
 
 A task is a subclass (`builtin.BuiltinPrior` relights, `builtin_color.BuiltinColorPrior` colours) that says
 its name, its shipped file, its condition channels and how a prompt becomes a `PixelCondition`.
@@ -40,6 +43,7 @@ class PixelCondition(Condition):
 
     classes: Tensor
     channels: Tensor
+    class_asked: bool = False  # the prompt's row has a class (known without reading `classes` off the device)
 
 
 class PixelPrior(Prior):
@@ -66,7 +70,9 @@ class PixelPrior(Prior):
         dtype: torch.dtype = torch.float32,
         training: dict[str, Any] | None = None,
         source: str = "",
+        config: Any = None,
     ) -> None:
+        self.config = type(self).Config() if config is None else config
         self.device = torch.device(device)
         self.dtype = dtype
         self.source = source
@@ -134,7 +140,7 @@ class PixelPrior(Prior):
             raise ModelError(f"{what} '{path}' is not a Lasagna built-in {cls.what} prior.")
         weights = load_weights(path, meta)
         return cls(weights.unet, classes=weights.classes, scheduler_config=weights.scheduler_config, device=device,
-                   dtype=dtype, training=weights.training, source=model)
+                   dtype=dtype, training=weights.training, source=model, config=config)
 
     # ------------------------------------------------------------------ the interface
 
@@ -145,15 +151,34 @@ class PixelPrior(Prior):
         return image.to(self.device, torch.float32) * 2 - 1
 
     def predict_noise(self, noisy: Tensor, t: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
-        """(eps_uncond, eps_cond): both rows keep the condition pictures; only the class is dropped for uncond."""
+        """(eps_uncond, eps_cond) of `guided_pair` for the condition's two classes."""
         if not isinstance(cond, PixelCondition):
             raise TypeError(f"a built-in prior needs a PixelCondition from its condition(), got {type(cond).__name__}")
         batch = noisy.shape[0]
         channels = self.fit_channels(cond.channels, noisy.shape[-2:]).expand(batch, -1, -1, -1)
         classes = cond.classes.to(self.device).repeat_interleave(batch)
-        eps = self.predict(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([self._unconditional(channels), channels]), classes)
-        eps_uncond, eps_cond = eps.float().chunk(2)
-        return eps_uncond, eps_cond
+        return self.guided_pair(noisy, t, channels, classes[:batch], classes[batch:], class_asked=cond.class_asked)
+
+    @property
+    def class_emphasis(self) -> float:
+        """How much further than plain guidance the class is pushed (module doc); 0 for families without it."""
+        return 0.0
+
+    def guided_pair(self, noisy: Tensor, t: Tensor, channels: Tensor, uncond_classes: Tensor, cond_classes: Tensor,
+                    *, class_asked: bool) -> tuple[Tensor, Tensor]:
+        """(eps_uncond, eps_cond) float32 from one batched call: the unconditional row has the null class (and
+        zeros for the pictures where the family drops them), the conditional row the pictures and its class;
+        with `class_emphasis` w and a class asked, a third row of the pictures alone, and eps_cond becomes
+        eps_cond + w (eps_cond - eps_pictures)."""
+        emphasis = self.class_emphasis if class_asked else 0.0
+        rows = [(self._unconditional(channels), uncond_classes), (channels, cond_classes)]
+        if emphasis:
+            rows.append((channels, torch.full_like(cond_classes, self.null_class)))
+        n = len(rows)
+        eps = self.predict(torch.cat([noisy] * n), torch.cat([t] * n), torch.cat([c for c, _ in rows]),
+                           torch.cat([k for _, k in rows])).float().chunk(n)
+        eps_cond = eps[1] + emphasis * (eps[1] - eps[2]) if emphasis else eps[1]
+        return eps[0], eps_cond
 
     def predict(self, noisy: Tensor, t: Tensor, channels: Tensor, classes: Tensor) -> Tensor:
         """eps for noisy images [B,3,h,w] in [-1,1]; `channels` [B,C,h,w] the condition pictures in the network's
@@ -191,13 +216,14 @@ class PixelPrior(Prior):
         scheduler.set_timesteps(steps, device=self.device)
         b = channels.shape[0]
         channels = channels.to(self.device, torch.float32)
-        ids = torch.tensor([self.null_class] * b + list(classes), device=self.device)
+        null = torch.full((b,), self.null_class, device=self.device)
+        ids = torch.tensor(list(classes), device=self.device)
+        asked = any(c != self.null_class for c in classes)
         rng_device = generator.device if generator is not None else self.device
         x = torch.randn((b, 3, *channels.shape[-2:]), generator=generator, device=rng_device).to(self.device)
         for t in scheduler.timesteps:
-            tt = torch.full((2 * b,), int(t), device=self.device, dtype=torch.long)
-            eps = self.predict(torch.cat([x, x]), tt, torch.cat([self._unconditional(channels), channels]), ids).float()
-            eps_u, eps_c = eps.chunk(2)
+            tt = torch.full((b,), int(t), device=self.device, dtype=torch.long)
+            eps_u, eps_c = self.guided_pair(x, tt, channels, null, ids, class_asked=asked)
             x = scheduler.step(classifier_free_guidance(eps_u, eps_c, guidance), t, x).prev_sample
         return ((x + 1) / 2).clamp(0, 1)
 
