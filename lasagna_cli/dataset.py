@@ -27,6 +27,7 @@ DESIGN_COUNT = typer.Option(0, "--count", "-n", min=0, help="Number of scenes; 0
 DESIGN_SEED = typer.Option(0, "--seed", min=0, help="Random seed for placements and looks (splits go by design name, not by seed).")
 DESIGN_VAL = typer.Option(0.1, "--val-fraction", min=0.0, max=0.99, help="Share of designs in the validation split.")
 DESIGN_TEST = typer.Option(0.1, "--test-fraction", min=0.0, max=0.99, help="Share of designs in the held-out test split.")
+DESIGN_SPLITS = typer.Option("train,val,test", "--splits", help="Comma-separated splits whose designs to draw (e.g. 'test' for a held-out set at another size).")
 
 
 @contextmanager
@@ -106,6 +107,7 @@ def flat_art(
     supersample: int = SUPERSAMPLE,
     colored_lights: float = typer.Option(0.0, "--colored-lights", min=0.0, max=1.0, help="Share of pairs lit by a coloured light (warm, sunset, moonlight, ...), named in the prompt and the manifest."),
     shadow_tint: float = typer.Option(0.5, "--shadow-tint", min=0.0, max=1.0, help="Share of the coloured pairs whose shadows take the colour's cool or complementary tint."),
+    splits: str = DESIGN_SPLITS,
     workers: int = WORKERS,
     overwrite: bool = OVERWRITE,
     json_output: bool = JSON,
@@ -119,8 +121,7 @@ def flat_art(
         result = generate(
             sources, out_dir, count=count, size=size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
             supersample=supersample, workers=workers, overwrite=overwrite, colored_lights=colored_lights,
-            shadow_tint=shadow_tint,
-            on_progress=on_progress,
+            shadow_tint=shadow_tint, splits=_names(splits), on_progress=on_progress,
         )
     report(result.as_dict())
     if json_output:
@@ -145,7 +146,7 @@ def line_art(
     test_fraction: float = DESIGN_TEST,
     supersample: int = typer.Option(4, "--supersample", min=1, max=8, help="Draw at this multiple of --size and box-filter down (anti-aliased lines)."),
     styles: str = typer.Option("ink,brush,pencil,gaps", "--styles", help="Comma-separated line styles, one line-art picture each: ink, brush, pencil, gaps."),
-    splits: str = typer.Option("train,val,test", "--splits", help="Comma-separated splits whose designs to draw (e.g. 'test' for a held-out set at another size)."),
+    splits: str = DESIGN_SPLITS,
     workers: int = WORKERS,
     overwrite: bool = OVERWRITE,
     json_output: bool = JSON,

@@ -21,6 +21,7 @@ def eval_command(
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Evaluate a fixed, seeded sample of N cases (default: all)."),
     out: list[Path] = typer.Option([], "--out", "-o", help="Write the results: .json (every case) or .md (the table). Repeatable."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Prior to distil from and sample (default: the template's; the built-in prior for shade, the colouring prior for colouring data)."),
+    compare_model: Optional[str] = typer.Option(None, "--compare-model", help="Also distil with this prior (anything --model takes, e.g. builtin) on the same cases and settings: one more row, 'lasagna [builtin]' (relighting data)."),
     template: str = typer.Option("shade", "--template", "-t", help="Edit template whose layers Lasagna distils (relighting data; colouring data uses colorize and colorize-grey)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Distillation steps (default: the template's)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="SDS guidance (default: the template's)."),
@@ -35,8 +36,9 @@ def eval_command(
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
     prior_options: dict[str, Any] | None = None,
 ) -> None:
-    """Measure quality on a held-out split. Relighting data: PSNR/SSIM vs ground truth, chroma drift, edge
-    similarity, direction accuracy. Colouring data (`lasagna dataset line-art`): regions in one colour,
+    """Measure quality on a held-out split. Relighting data: PSNR/SSIM vs ground truth and the gain over the
+    base, chroma drift, edge similarity, direction accuracy, cast-shadow IoU, error near outlines, the Light
+    layer's hue under coloured light. Colouring data (`lasagna dataset line-art`): regions in one colour,
     colour across lines, hint adherence, unhinted colour error, named hues, greyscale lightness drift."""
     from lasagna_core.errors import UsageError
     from lasagna_core.evaluate.coloring_run import is_coloring_data
@@ -46,8 +48,8 @@ def eval_command(
         if path.suffix.lower() not in (".json", ".md"):
             raise UsageError(f"--out {path.name}: name it .json (every case) or .md (the table)")
     if is_coloring_data(data):
-        if photos or skimage_photos:
-            raise UsageError("--photo and --skimage-photos measure light direction: they go with relighting data, not colouring data")
+        if photos or skimage_photos or compare_model:
+            raise UsageError("--photo, --skimage-photos and --compare-model go with relighting data, not colouring data")
         _eval_coloring(data, split, limit, out, model or "builtin-color", steps, direct_steps, direct, pictures, seed,
                        device, json_output, prior_options or {})
         return
@@ -59,7 +61,8 @@ def eval_command(
     report = evaluate(
         data, prior_settings=prior, template=template, limit=limit, split=split, seed=seed, steps=steps, guidance=guidance,
         direct_steps=direct_steps, direct_guidance=direct_guidance, photos=named, pictures=pictures,
-        methods=METHODS if direct else tuple(m for m in METHODS if m != "direct"), on_progress=_progress,
+        methods=METHODS if direct else tuple(m for m in METHODS if m != "direct"), compare_model=compare_model,
+        on_progress=_progress,
     )
     for path in out:
         write_report(report, path)

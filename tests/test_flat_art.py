@@ -308,3 +308,21 @@ def test_a_missing_svg_renderer_is_refused_before_any_work(tmp_path: Path, sourc
     assert result.exit_code == 2
     assert "pip install 'lasagna[data]'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_splits_test_draws_only_the_held_out_designs(tmp_path: Path, sources: list[Path]) -> None:
+    """`--splits test` renders the held-out designs alone (the test set at another size, for eval)."""
+    out = tmp_path / "test16"
+    result = CliRunner().invoke(app, ["dataset", "flat-art", *map(str, sources), str(out), "--size", "16", "--supersample", "1",
+                                      "-j", "1", "--test-fraction", "0.5", "--splits", "test", "--json"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    held = {d.key for d in select_designs(P.load_designs(sources)) if P.design_split(d.name, 0.1, 0.5) == "test"}
+    assert held and {line["design"] for line in lines} == held and {line["split"] for line in lines} == {"test"}
+    assert len(lines) == 10 * len(held) and json.loads(result.stdout)["splits"] == {"train": 0, "val": 0, "test": len(held)}
+    assert json.loads((out / "dataset.json").read_text())["splits"] == ["test"]
+    bad = CliRunner().invoke(app, ["dataset", "flat-art", *map(str, sources), str(tmp_path / "x"), "--splits", "test,exam"])
+    assert bad.exit_code == 2 and "unknown split(s) exam" in bad.output and not (tmp_path / "x").exists()
+    none = CliRunner().invoke(app, ["dataset", "flat-art", *map(str, sources), str(tmp_path / "y"), "--test-fraction", "0",
+                                    "--splits", "test"])
+    assert none.exit_code == 2 and "no design of the test split" in none.output and not (tmp_path / "y").exists()

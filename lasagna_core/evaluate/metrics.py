@@ -14,7 +14,9 @@
   correlates positively (Pearson r > 0) with the light's image-plane direction, measured as the
   position of each pixel relative to the centroid of its own object (connected component of the mask),
   projected on that direction. Front and back lights have no image-plane direction: those cases are left
-  out of this metric (their count is reported) but kept in all the others.
+  out of this metric (their count is reported) but kept in all the others;
+* cast-shadow IoU, outline error and the Light layer's hue: see `cast_shadow_iou`, `outline_error` and
+  `light_hue`.
 """
 
 from __future__ import annotations
@@ -26,12 +28,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..color import linear_to_lab, srgb_to_lab, srgb_to_linear
-from ..labelling import components
+from ..color import PSD_LUMA, linear_to_lab, srgb_to_lab, srgb_to_linear
+from ..labelling import boundaries, components
 
 VISIBLE_SHADING = 1.0
 """Mean |delta L*| (CIE Lab lightness units) a case's change must reach to count in the *visible* direction
 accuracy: about one just-noticeable difference."""
+
+
+CAST_SHADOW_DARKENING = 5.0
+"""How much darker than the base (CIE L*) a pixel outside the object must be to count as cast shadow."""
+
+OUTSIDE_COVERAGE = 0.01
+"""A pixel is outside the object where the mask covers at most this much of it: the anti-aliased rim holds
+part of the object's own form shading, which is no cast shadow."""
+
+OUTLINE_RADIUS = 2
+"""Pixels within this distance of an outline are the outline error's band."""
+
+REGION_EDGE = 8.0
+"""|delta Lab| between 4-neighbours of the base that makes an edge between colour regions (flat art's region
+steps are tens of units, split over one or two anti-aliased pixels; gradients and faint textures change a
+fraction of a unit a pixel)."""
+
+HUE_TOLERANCE = 30.0
+"""Degrees of CIE Lab hue within which a Light layer carries the asked light colour."""
+
+GREY_CHROMA = 2.0
+"""Lab chroma below which a mean light colour is grey: it has no hue to compare."""
 
 
 def visible_share(pairs: Sequence[tuple[float, float]]) -> float:
@@ -125,3 +149,93 @@ def direction_correlation(result: np.ndarray, base: np.ndarray, mask: np.ndarray
         cx, cy = xs[sel].mean(), ys[sel].mean()
         proj[sel] = (xs[sel] - cx) * dx - (ys[sel] - cy) * dy
     return _pearson(change[m], proj[m])
+
+
+def cast_shadow_iou(result: np.ndarray, base: np.ndarray, truth: np.ndarray, mask: np.ndarray | None) -> float | None:
+    """IoU of the cast shadows of truth and result: the pixels outside the object (`mask` <= OUTSIDE_COVERAGE)
+    that are darker than the base by more than CAST_SHADOW_DARKENING L*, counted from the change the
+    surroundings took as a whole (the median over the outside pixels). A dim coloured light (red, blue,
+    moonlight) or a light from behind darkens the whole backdrop by 7-30 L*: counted from the base alone, the
+    whole background would be "shadow", and a picture darkened all over would match it while casting none.
+    Where the backdrop keeps its lightness (white light from a side) the median is within about 2 L* of 0.
+    None when the truth casts no shadow (or there is no mask to tell the object from its surroundings): such
+    a case is not counted."""
+    if mask is None:
+        return None
+    outside = mask <= OUTSIDE_COVERAGE
+    if not outside.any():
+        return None
+    lightness = srgb_to_lab(base)[0]
+
+    def shadow(picture: np.ndarray) -> np.ndarray:
+        darkening = lightness - srgb_to_lab(picture)[0]
+        return outside & (darkening - np.median(darkening[outside]) > CAST_SHADOW_DARKENING)
+
+    wanted = shadow(truth)
+    if not wanted.any():
+        return None
+    made = shadow(result)
+    return float((wanted & made).sum() / (wanted | made).sum())
+
+
+def outline_band(base: np.ndarray, mask: np.ndarray | None, radius: int = OUTLINE_RADIUS) -> np.ndarray:
+    """(H, W) bool: the pixels within `radius` px of an outline: the edge of the object mask and the edges
+    between the base's colour regions (4-neighbours more than REGION_EDGE apart in Lab)."""
+    from ..flats import dilate
+
+    lab = srgb_to_lab(base)
+    edges = np.zeros(base.shape[1:], bool)
+    if mask is not None:
+        edges |= boundaries((mask > 0.5).astype(np.int32))
+    across = np.sqrt(((lab[:, :, 1:] - lab[:, :, :-1]) ** 2).sum(0)) > REGION_EDGE
+    edges[:, 1:] |= across
+    edges[:, :-1] |= across
+    down = np.sqrt(((lab[:, 1:] - lab[:, :-1]) ** 2).sum(0)) > REGION_EDGE
+    edges[1:] |= down
+    edges[:-1] |= down
+    return dilate(edges, radius)
+
+
+def outline_error(result: np.ndarray, truth: np.ndarray, base: np.ndarray, band: np.ndarray) -> float | None:
+    """Mean |error| of the result's shading against the truth's over `band` (`outline_band`), shading being
+    the change of CIE L* over the base: what the layers do to the base against what the light did to it.
+
+    L* rather than a ratio of luma: a ratio divides by the base, and the dark outline ink is exactly where
+    this looks, so a ratio would blow up there; L* weighs an error alike in the lit and the dark parts, and
+    Multiply and Screen both show as lightness. The base cancels ((L_t - L_b) - (L_r - L_b) = L_t - L_r),
+    so this is the L* error of the composite near the outlines. None when there is no outline."""
+    if not band.any():
+        return None
+    shading_truth = srgb_to_lab(truth)[0] - srgb_to_lab(base)[0]
+    shading_result = srgb_to_lab(result)[0] - srgb_to_lab(base)[0]
+    return float(np.abs(shading_truth - shading_result)[band].mean())
+
+
+def light_hue(layer: np.ndarray) -> float | None:
+    """The CIE Lab hue (degrees) of a Screen layer ([C, H, W] in [0, 1]) as light: the hue of its mean colour
+    weighted by how much each pixel brightens (its Lum: Screen adds (1 - base) x layer, so a pixel's light
+    scales with the layer's amount there), scaled to a largest channel of 1 (the light's colour, not its
+    strength, as the manifest's `light_color` is). Weighting the colours rather than averaging hue angles
+    keeps the faint pixels, whose hue is noise, from counting as much as the light the viewer sees. None for
+    a layer that brightens nothing or is grey (one channel, or chroma below GREY_CHROMA): it has no hue."""
+    if layer.shape[0] != 3:
+        return None
+    weight = np.tensordot(np.asarray(PSD_LUMA), layer.astype(np.float64), axes=1)
+    if weight.sum() <= 1e-9:
+        return None
+    mean = (layer * weight[None]).sum(axis=(1, 2)) / weight.sum()
+    return _hue(mean / mean.max())
+
+
+def _hue(rgb: np.ndarray) -> float | None:
+    _, a, b = srgb_to_lab(np.asarray(rgb, np.float64).reshape(3, 1, 1))[:, 0, 0]
+    return None if np.hypot(a, b) < GREY_CHROMA else float(np.degrees(np.arctan2(b, a)) % 360)
+
+
+def light_hue_error(layer: np.ndarray, asked: Sequence[float]) -> float:
+    """Degrees between the Light layer's hue (`light_hue`) and the asked light colour's (sRGB): 180, the
+    largest, when the layer carries no hue: a coloured light that leaves no colour is a miss."""
+    hue, want = light_hue(layer), _hue(np.asarray(asked))
+    if hue is None or want is None:
+        return 180.0
+    return float(abs((hue - want + 180.0) % 360.0 - 180.0))

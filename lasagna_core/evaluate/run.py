@@ -7,7 +7,10 @@ is edited three ways:
               "ControlNet" baseline, which is free to change the content); for an IC-Light prior, IC-Light's
               own relit picture of the base (what its users get today);
 
-plus a `ground truth` row (the relit render itself) that checks the metrics (`evaluate.metrics`).
+plus a `ground truth` row (the relit render itself) that checks the metrics (`evaluate.metrics`), and with
+`compare_model` a row `lasagna [NAME]`: the same distillation with another prior (today's shipped one beside
+a new one) on the same cases. Each case's own prompt is the edit's, so a coloured light ("warm light from
+the left") reaches the layers as `lasagna shade` gives it.
 """
 
 from __future__ import annotations
@@ -25,16 +28,20 @@ from ..priors import PriorSettings
 from ..priors.base import Prior
 from ..templates import DistillSettings, EditSpec
 from .metrics import (
+    cast_shadow_iou,
     chroma_drift,
     chroma_drift_equal_lightness,
     direction_correlation,
     edge_similarity,
+    light_hue_error,
+    outline_band,
+    outline_error,
     psnr,
     shading_strength,
     ssim,
     visible_share,
 )
-from .report import CaseResult, EvalReport, summarise
+from .report import CaseResult, EvalReport, compare_label, summarise
 
 METHODS = ("base", "lasagna", "direct", "ground truth")
 
@@ -59,6 +66,7 @@ def evaluate(
     direct_steps: int = 50,
     direct_guidance: float = 3.0,
     methods: Sequence[str] = METHODS,
+    compare_model: str | None = None,
     photos: Sequence[tuple[str, np.ndarray]] = (),
     pictures: Path | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
@@ -89,6 +97,12 @@ def evaluate(
     if "direct" in methods and not family.prior.capabilities_for(family.config(asked.option_values())).samples:  # before the model loads
         raise UsageError(f"the direct-generation baseline samples the prior, which '{model}' can't do (pass --no-direct)")
     prior = load_prior(asked)
+    priors = {"lasagna": prior}
+    if compare_model is not None:  # the same distillation with another prior: one more row after Lasagna's
+        priors[compare_label(compare_model)] = load_prior(with_template(
+            PriorSettings(compare_model, prior_settings.device, prior_settings.precision), spec))
+        at = list(methods).index("lasagna") + 1 if "lasagna" in methods else len(methods)
+        methods = [*methods[:at], compare_label(compare_model), *methods[at:]]
 
     loaded = []
     for ex in cases:
@@ -99,6 +113,7 @@ def evaluate(
 
     outputs: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     seconds: dict[str, list[float]] = {m: [] for m in methods}
+    hue_errors: dict[str, list[float | None]] = {m: [None] * len(loaded) for m in methods}
     total = len(loaded) * len(methods)
     done = 0
     for m in methods:
@@ -128,7 +143,9 @@ def evaluate(
             elif m == "ground truth":
                 result = target.numpy()
             else:
-                result = _lasagna(prior, spec, settings, base.numpy(), ex.prompt, seed + index)
+                result, light = _lasagna(priors[m], spec, settings, base.numpy(), ex.prompt, seed + index)
+                if ex.light_color is not None and light is not None:
+                    hue_errors[m][index] = light_hue_error(light, ex.light_color)
             outputs[m].append(result)
             seconds[m].append(time.perf_counter() - t0)
             done += 1
@@ -136,8 +153,9 @@ def evaluate(
                 on_progress(done, total, m)
 
     results: list[CaseResult] = []
+    bands = [outline_band(base.numpy(), mask) for _, base, _, mask in loaded]
     for m in methods:
-        for (ex, base, target, mask), out, sec in zip(loaded, outputs[m], seconds[m]):
+        for (ex, base, target, mask), band, out, sec, hue in zip(loaded, bands, outputs[m], seconds[m], hue_errors[m]):
             b, t = base.numpy(), target.numpy()
             r = direction_correlation(out, b, mask, image_plane_vector(ex.direction))
             results.append(CaseResult(
@@ -146,7 +164,8 @@ def evaluate(
                 hue_drift=chroma_drift_equal_lightness(out, b),
                 edge_similarity=edge_similarity(out, b),
                 shading=shading_strength(out, b, mask if mask is not None else np.ones(b.shape[1:])),
-                direction_r=r, seconds=sec,
+                direction_r=r, seconds=sec, cast_shadow_iou=cast_shadow_iou(out, b, t, mask),
+                outline_error=outline_error(out, t, b, band), light_hue_error=hue,
             ))
     summary = summarise(results, methods)
     skipped: dict[str, int] = {}
@@ -160,7 +179,7 @@ def evaluate(
     report = EvalReport(
         data=str(data), model=model, template=spec.name, cases=len(loaded), settings=settings_record, summary=summary,
         direction_cases=sum(1 for ex, *_ in loaded if image_plane_vector(ex.direction) != (0.0, 0.0)),
-        skipped_direction=skipped, seconds=0.0, split=split, results=results,
+        skipped_direction=skipped, seconds=0.0, split=split, results=results, compare_model=compare_model,
     )
     if photos:
         report.photos = photo_directions(photos, prior=prior, spec=spec, settings=settings, seed=seed,
@@ -169,22 +188,30 @@ def evaluate(
     return report
 
 
-def _lasagna(prior: Prior, spec: EditSpec, settings: DistillSettings, picture: np.ndarray, prompt: str, seed: int) -> np.ndarray:
-    """What `lasagna shade` makes of `picture` ([3,H,W] in [0,1]): the same `Distillation`, composed at full
-    size; as numpy on the CPU."""
+def _lasagna(prior: Prior, spec: EditSpec, settings: DistillSettings, picture: np.ndarray, prompt: str,
+             seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """What `lasagna shade` makes of `picture` ([3,H,W] in [0,1]) with `prompt`: the same `Distillation`,
+    composed at full size, and its first Screen layer (the Light layer) as written, None when the template
+    has none; as numpy on the CPU."""
     from ..edit import Distillation
+    from ..layers import BlendMode
 
     full = torch.from_numpy(np.ascontiguousarray(picture, dtype=np.float32))[None].to(prior.device)
     run = Distillation(prior, spec, settings, full, prompt)
-    return run.composite(run.layers(seed))[0].cpu().numpy()
+    layers = run.layers(seed)
+    light = next((out.color[0].cpu().numpy() for out, layer in zip(layers, spec.layers)
+                  if layer.blend_mode is BlendMode.SCREEN), None)
+    return run.composite(layers)[0].cpu().numpy(), light
 
 
 def save_contact_sheet(loaded: Sequence[Any], outputs: dict[str, list[np.ndarray]], methods: Sequence[str], folder: Path,
-                       per_sheet: int = 10, scale: int = 4) -> list[Path]:
-    """PNG sheets, one row per case: base | each method's result, enlarged `scale`x (nearest)."""
+                       per_sheet: int = 10, tile: int = 128) -> list[Path]:
+    """PNG sheets, one row per case: base | each method's result, small cases enlarged (nearest) to about
+    `tile` px, large ones as they are (a 512 px test split makes sheets of 512 px tiles, not 2,048)."""
     from ..writing import save_png
 
     folder.mkdir(parents=True, exist_ok=True)
+    scale = max(1, tile // max(loaded[0][1].shape[-2:])) if loaded else 1
     paths = []
     cols = [m for m in methods if m != "base"]
     for start in range(0, len(loaded), per_sheet):
@@ -220,7 +247,7 @@ def photo_directions(
     total, done = len(photos) * len(directions), 0
     for name, photo in photos:
         for d in directions:
-            out = _lasagna(prior, spec, settings, photo, PROMPTS[d], seed)
+            out, _ = _lasagna(prior, spec, settings, photo, PROMPTS[d], seed)
             r = direction_correlation(out, photo, None, image_plane_vector(d))
             rows.append({"photo": name, "direction": d, "r": r, "shading": shading_strength(out, photo, np.ones(photo.shape[1:])),
                          "chroma_drift": chroma_drift(out, photo)})

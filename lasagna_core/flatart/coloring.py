@@ -36,7 +36,7 @@ from ..synth.dataset import (
     write_png,
 )
 from . import packages as P
-from .dataset import LICENCES, package_versions, select_designs
+from .dataset import LICENCES, designs_of_splits, package_versions
 from .line_art import STYLES, draw_lines
 from .raster import require_resvg
 
@@ -168,13 +168,7 @@ def generate(
         raise UsageError(f"--count must be 0 (one scene per design) or more, not {count}")
     require_resvg()
     started = time.perf_counter()
-    unknown_splits = sorted(set(splits) - set(SPLITS))
-    if unknown_splits or not splits:
-        raise UsageError(f"unknown split(s) {', '.join(unknown_splits) or '(none given)'}: use {', '.join(SPLITS)}")
-    designs = [d for d in select_designs(P.load_designs(sources))
-               if P.design_split(d.name, val_fraction, test_fraction) in splits]
-    if not designs:
-        raise UsageError("no design in the sources passes the selection rule (single objects, animals, food, vehicles)")
+    designs = designs_of_splits(sources, splits, val_fraction, test_fraction)
     count = count or len(designs)
     images = prepare_output(out_dir, overwrite)
     ids = [scene_id(i, count) for i in range(count)]

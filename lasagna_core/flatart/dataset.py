@@ -15,7 +15,9 @@ white light have exactly the synthetic set's prompts.
 Splits go by the emoji's name (`packages.design_split`): every scene of a design, and the same emoji from
 the other package, share one split, whatever the seed. Scene i draws its shot from
 `SeedSequence(seed, spawn_key=(0, i))` and its light colours from `spawn_key=(2, i)`, so --colored-lights
-changes the lights and nothing else, and the files do not depend on --workers.
+changes the lights and nothing else, and the files do not depend on --workers. `splits` draws the designs
+of some splits only (`--splits test`: the held-out designs at another size, for `lasagna eval`); scene i is
+then the i-th of those designs, so its placement differs from the full set's.
 """
 
 from __future__ import annotations
@@ -74,6 +76,21 @@ def select_designs(designs: Sequence[P.Design]) -> list[P.Design]:
     fixed order scenes take them."""
     chosen = [d for d in designs if P.metadata_rule(d) and shape_rule(shape_stats(d.svg))]
     return sorted(chosen, key=lambda d: hashlib.sha256(d.key.encode("utf-8")).hexdigest())
+
+
+def designs_of_splits(sources: Sequence[Path], splits: Sequence[str], val_fraction: float, test_fraction: float) -> list[P.Design]:
+    """The selected designs of `sources` (`select_designs`, in its order) whose split is one of `splits`: a
+    held-out set at another size needs no training designs. Unknown split names are refused before the
+    packages are read."""
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown or not splits:
+        raise UsageError(f"unknown split(s) {', '.join(unknown) or '(none given)'}: use {', '.join(SPLITS)}")
+    designs = [d for d in select_designs(P.load_designs(sources))
+               if P.design_split(d.name, val_fraction, test_fraction) in splits]
+    if not designs:
+        some = "" if set(splits) == set(SPLITS) else f" of the {', '.join(splits)} split"
+        raise UsageError(f"no design{some} in the sources passes the selection rule (single objects, animals, food, vehicles)")
+    return designs
 
 
 def draw_lightings(seed: int, index: int, directions: Sequence[str], colored: float, tint: float) -> list[Any]:
@@ -140,10 +157,12 @@ def generate(
     directions: Sequence[str] = DIRECTION_NAMES,
     colored_lights: float = 0.0,
     shadow_tint: float = 0.5,
+    splits: Sequence[str] = SPLITS,
     on_progress: Progress | None = None,
 ) -> FlatArtResult:
-    """Select the designs of `sources`, render `count` scenes (0: one per design) and write the images,
-    `dataset.json` and `manifest.jsonl` (atomically, last) into `out_dir`."""
+    """Select the designs of `sources` (those of `splits` only, `designs_of_splits`), render `count` scenes
+    (0: one per design) and write the images, `dataset.json` and `manifest.jsonl` (atomically, last) into
+    `out_dir`."""
     from .. import __version__
     from . import relight as L
 
@@ -156,9 +175,7 @@ def generate(
     check_share("--shadow-tint", shadow_tint)
     require_resvg()
     started = time.perf_counter()
-    designs = select_designs(P.load_designs(sources))  # a few seconds; the output folder is untouched until it passes
-    if not designs:
-        raise UsageError("no design in the sources passes the selection rule (single objects, animals, food, vehicles)")
+    designs = designs_of_splits(sources, splits, val_fraction, test_fraction)  # a few seconds; the output folder is untouched until it passes
     count = count or len(designs)
     images = prepare_output(out_dir, overwrite)
     ids = [scene_id(i, count) for i in range(count)]
@@ -188,7 +205,7 @@ def generate(
     colored = sum(1 for ls in lightings for lt in ls if lt.color is not None)
     info = {
         "generator": "lasagna dataset flat-art", "version": __version__, "count": count, "size": size, "seed": seed,
-        "supersample": supersample, "val_fraction": val_fraction, "test_fraction": test_fraction,
+        "supersample": supersample, "val_fraction": val_fraction, "test_fraction": test_fraction, "splits": list(splits),
         "colored_lights": colored_lights, "shadow_tint": shadow_tint,
         "sources": package_versions(sources), "licences": {k: LICENCES[k] for k in per_package},
         "designs": per_package, "design_splits": split_counts, "pairs": len(lines), "colored_pairs": colored,

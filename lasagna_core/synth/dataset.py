@@ -323,11 +323,22 @@ def read_json_lines(path: Path, required: Sequence[str]) -> Iterator[tuple[str, 
         yield where, item
 
 
+def _light_color(value: Any, where: str) -> tuple[float, float, float] | None:
+    """A coloured light's sRGB (flat-art data); None for white light."""
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in value)):
+        raise DocumentError(f"{where}: 'light_color' must be three numbers in [0, 1] (sRGB), not {json.dumps(value)}")
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
 def read_manifest(path: Path, split: str | None = None) -> list[dict[str, Any]]:
     """The lines of a manifest (synthetic or converted), checked and completed, optionally one split only.
 
     Each record gets `input`, `target`, `mask` (None when absent) as absolute Paths, `prompt`, `direction`
-    (parsed from the prompt when absent), `split` (default "train") and `scene` (default: the input path).
+    (parsed from the prompt when absent), `split` (default "train"), `scene` (default: the input path) and
+    `light_color` (a coloured light's sRGB as a tuple; None when absent: white light).
     A line that is not a JSON object, lacks a required key, or names an unknown direction or split raises
     DocumentError naming the file and line. Files are not opened here.
     """
@@ -352,6 +363,6 @@ def read_manifest(path: Path, split: str | None = None) -> list[dict[str, Any]]:
             **item,
             "input": root / item["input"], "target": root / item["target"], "mask": root / mask if mask else None,
             "prompt": item["prompt"], "direction": direction, "split": record_split,
-            "scene": str(item.get("scene", item["input"])),
+            "scene": str(item.get("scene", item["input"])), "light_color": _light_color(item.get("light_color"), where),
         })
     return records

@@ -24,6 +24,7 @@ class Example:
     mask: Path | None
     split: str
     scene: str
+    light_color: tuple[float, float, float] | None = None  # sRGB of a coloured light (flat-art data); None: white
 
 
 def manifest_path(data: Path) -> Path:
@@ -38,7 +39,7 @@ def read_manifest(data: Path, split: str | None = None) -> list[Example]:
     """The manifest's examples (of one split if given), read and checked by `lasagna_core.synth.dataset`."""
     return [
         Example(input=r["input"], target=r["target"], prompt=r["prompt"], direction=r["direction"], mask=r["mask"],
-                split=r["split"], scene=r["scene"])
+                split=r["split"], scene=r["scene"], light_color=r["light_color"])
         for r in read_records(manifest_path(data), split)
     ]
 
