@@ -9,9 +9,11 @@ from every region (a strip narrower than the gap, closed at both ends) is a regi
 under `min_size` (specks between hatching lines) join the neighbour they share the longest border with.
 Regions touching the canvas edge are the paper around the drawing ("outside").
 
-`fill_flats` gives each region one colour: the median, channel by channel, of the distilled colour over the
-region's interior (its pixels farther than `margin` from the region's border: the colour comes blurry from
-a 64 px prior and mixes with the neighbours' near a border); a hinted region takes its hint's colour exactly.
+`flats_of` paints one colour per region at document size (what `colorize` writes: the region colours its
+`region_generator.RegionGenerator` trained, seen at the working size through `region_shares`); a hinted
+region takes its hint's colour exactly. `fill_flats` takes the colours from a colour picture instead: the
+median, channel by channel, over each region's interior (its pixels farther than `margin` from the region's
+border, where a blurry low-resolution colour mixes with the neighbours').
 
 Measured choices (benchmarks/run.py, section `flats`, on anti-aliased circles of ink):
 * INK_THRESHOLD 0.15: a 1 px line seals its circle up to a threshold of about half its darkness (the worst
