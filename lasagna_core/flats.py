@@ -286,8 +286,8 @@ def flats_of(regions: LineRegions, colours: np.ndarray, *, hints: Hints | None =
 
 
 def region_shares(labels: np.ndarray, count: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """How much of each pixel of a smaller picture of `size` (h, w) each region covers, as a sparse matrix in
-    coordinate form: (cell, region, share) with cell = y * w + x, shares of a cell summing to 1. Each document
+    """How much of each pixel of a smaller picture of `size` (h, w) each region covers, as the entries of a
+    sparse matrix: (cell, region, share) with cell = y * w + x, shares of a cell summing to 1. Each document
     pixel falls in the cell of its position scaled down (exact area shares when the sizes divide)."""
     height, width = labels.shape
     h, w = size

@@ -8,7 +8,8 @@ Measured on the colouring eval (docs/eval/coloring-eval.md): the convolutional g
 near white after 80 steps; this one colours them in the same number of steps.
 
 The regions come from `flats.find_regions` at document size; at the working size a pixel is the mix of
-the regions it covers (`flats.region_shares`). Regions the flats leave empty (the paper around the
+the regions it covers (`flats.region_shares`, applied by plain index arithmetic rather than a sparse matrix,
+so every device runs it). Regions the flats leave empty (the paper around the
 drawing, unless hinted) rest at the layer's neutral; hinted regions are fixed at their hint's colour, so
 the prior sees them and colours the rest to go with them.
 """
@@ -45,10 +46,11 @@ class RegionGenerator(nn.Module):
         painted = painted_regions(regions, hinted)
         cell, region, share = region_shares(regions.labels, regions.count, self.size)
         keep = painted[region]
-        self.register_buffer("shares", torch.sparse_coo_tensor(
-            torch.from_numpy(np.stack([cell[keep], region[keep]])), torch.from_numpy(share[keep]),
-            (self.size[0] * self.size[1], regions.count), check_invariants=True).coalesce())
-        self.register_buffer("coverage", torch.sparse.sum(self.shares, 1).to_dense().view(1, 1, *self.size))
+        self.register_buffer("cell", torch.from_numpy(cell[keep]))
+        self.register_buffer("region", torch.from_numpy(region[keep]))
+        self.register_buffer("share", torch.from_numpy(share[keep])[:, None])
+        coverage = np.bincount(cell[keep], share[keep], minlength=self.size[0] * self.size[1])
+        self.register_buffer("coverage", torch.from_numpy(coverage.astype(np.float32)).view(1, 1, *self.size))
         self.register_buffer("hinted", torch.from_numpy(hinted)[:, None])
         self.register_buffer("hint_colours", torch.from_numpy(hint_colours))
         fraction = min(max(START, 1e-3), 1 - 1e-3)
@@ -63,7 +65,8 @@ class RegionGenerator(nn.Module):
             raise ValueError(f"this RegionGenerator works at {list(self.size)}, got a base of {list(base.shape[-2:])}")
         spec = self.spec
         value = spec.low + (spec.high - spec.low) * self.colours()
-        painted = torch.sparse.mm(self.shares, value).T.reshape(1, 3, *self.size)
+        cells = value.new_zeros(self.size[0] * self.size[1], 3).index_add(0, self.cell, self.share * value[self.region])
+        painted = cells.T.reshape(1, 3, *self.size)
         if spec.alpha:
             return [LayerOutput(painted / self.coverage.clamp_min(1e-6), self.coverage)]
         return [LayerOutput(painted + (1 - self.coverage) * spec.neutral, None)]
