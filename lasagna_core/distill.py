@@ -129,14 +129,12 @@ def distill(
     device = base.device
     torch.manual_seed(seed)
     g_input = base
-    if generator is not None:
-        generator = generator.to(device)
-    elif device.type == "cpu":  # oneDNN's convolutions are faster channels-last (benchmarks/RESULTS.md)
+    if generator is None:
         generator = LayerGenerator(specs, width=shape.width, levels=shape.levels)
-        generator = generator.to(memory_format=torch.channels_last)
-        g_input = base.contiguous(memory_format=torch.channels_last)
-    else:
-        generator = LayerGenerator(specs, width=shape.width, levels=shape.levels).to(device)
+        if device.type == "cpu":  # oneDNN's convolutions are faster channels-last (benchmarks/RESULTS.md)
+            generator = generator.to(memory_format=torch.channels_last)
+            g_input = base.contiguous(memory_format=torch.channels_last)
+    generator = generator.to(device)
     noise = torch.Generator(device=device).manual_seed(seed)
     learning_rate = settings.learning_rate
     optimiser = _adam(generator, learning_rate)

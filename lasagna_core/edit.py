@@ -8,6 +8,7 @@ picklable `EditConfig`; an `EditJob` adds what is particular to one document.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import time
 from collections.abc import Callable
@@ -90,7 +91,6 @@ class Distillation:
         coverage: Tensor | None = None, hints: Tensor | None = None,
     ) -> None:
         self.prior, self.spec, self.settings, self.base = prior, spec, settings, base
-        self.hints = hints
         self.light = light_of(spec, prompt)
         height, width = base.shape[-2:]
         self.prior_size = prior.working_size(height, width)
@@ -107,11 +107,14 @@ class Distillation:
         self.condition = prior.condition(spec.render_prompt(prompt), hint, spec.negative_prompt, **guides)
         self.regions = None  # the line art's closed regions, for a flats template
         self.hint_dots = None
+        self._untrained_regions: Any = None  # the flats' generator before training: copied for every seed
         if any(layer.finish == "flats" for layer in spec.layers):
             from .flats import find_regions, hints_from_rgba
+            from .region_generator import RegionGenerator
 
             self.regions = find_regions(_numpy(base))
             self.hint_dots = None if hints is None else hints_from_rgba(_numpy(hints))
+            self._untrained_regions = RegionGenerator(spec.layers, self.regions, self.size, self.hint_dots)
 
     def layers(self, seed: int, on_step: Callable[[StepInfo], None] | None = None) -> list[LayerOutput]:
         """The layers for `seed` as they are written: full size, clamped, snapped to neutral where they rest."""
@@ -126,13 +129,10 @@ class Distillation:
         return [LayerOutput(tint_plane(out.color, spec, self.light), out.alpha) for out, spec in zip(layers, self.spec.layers)]
 
     def _region_generator(self) -> Any:
-        """Flats are trained as one colour per closed region (`region_generator`); other layers by the default
-        convolutional generator (None)."""
-        if self.regions is None:
-            return None
-        from .region_generator import RegionGenerator
-
-        return RegionGenerator(self.spec.layers, self.regions, self.size, self.hint_dots)
+        """Flats are trained as one colour per closed region (`region_generator`), each seed from the same
+        start (the regions' shares at the working size are worked out once per run); other layers by the
+        default convolutional generator (None)."""
+        return None if self._untrained_regions is None else copy.deepcopy(self._untrained_regions)
 
     def _flats(self, colours: Tensor, spec: LayerSpec) -> LayerOutput:
         """The flats of the trained region colours at full size; outside the drawing the layer rests at its

@@ -196,19 +196,17 @@ def outline_band(base: np.ndarray, mask: np.ndarray | None, radius: int = OUTLIN
     return dilate(edges, radius)
 
 
-def outline_error(result: np.ndarray, truth: np.ndarray, base: np.ndarray, band: np.ndarray) -> float | None:
+def outline_error(result: np.ndarray, truth: np.ndarray, band: np.ndarray) -> float | None:
     """Mean |error| of the result's shading against the truth's over `band` (`outline_band`), shading being
     the change of CIE L* over the base: what the layers do to the base against what the light did to it.
+    The base cancels ((L_t - L_b) - (L_r - L_b) = L_t - L_r), so it is the L* error of the composite there.
 
     L* rather than a ratio of luma: a ratio divides by the base, and the dark outline ink is exactly where
     this looks, so a ratio would blow up there; L* weighs an error alike in the lit and the dark parts, and
-    Multiply and Screen both show as lightness. The base cancels ((L_t - L_b) - (L_r - L_b) = L_t - L_r),
-    so this is the L* error of the composite near the outlines. None when there is no outline."""
+    Multiply and Screen both show as lightness. None when there is no outline."""
     if not band.any():
         return None
-    shading_truth = srgb_to_lab(truth)[0] - srgb_to_lab(base)[0]
-    shading_result = srgb_to_lab(result)[0] - srgb_to_lab(base)[0]
-    return float(np.abs(shading_truth - shading_result)[band].mean())
+    return float(np.abs(srgb_to_lab(truth)[0] - srgb_to_lab(result)[0])[band].mean())
 
 
 def light_hue(layer: np.ndarray) -> float | None:

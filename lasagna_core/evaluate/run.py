@@ -165,7 +165,7 @@ def evaluate(
                 edge_similarity=edge_similarity(out, b),
                 shading=shading_strength(out, b, mask if mask is not None else np.ones(b.shape[1:])),
                 direction_r=r, seconds=sec, cast_shadow_iou=cast_shadow_iou(out, b, t, mask),
-                outline_error=outline_error(out, t, b, band), light_hue_error=hue,
+                outline_error=outline_error(out, t, band), light_hue_error=hue,
             ))
     summary = summarise(results, methods)
     skipped: dict[str, int] = {}
