@@ -1,13 +1,13 @@
 """Flats at document size: every closed region of the line art filled with one colour, as colourists deliver.
 
 `find_regions` splits the line art into regions the way an artist's fill tool does: ink is darkness against
-the paper; lines are where the ink reaches `INK_THRESHOLD`; gaps in the lines up to `gap` pixels are closed
-by widening the lines by half the gap, labelling the paper that is left, and growing those regions back over
-the widened band (only through paper, so no region reaches across a line) and then over the ink itself, so
-that every pixel, ink included, has a region and colour continues under the lines. Paper the band cut off
-from every region (a strip narrower than the gap, closed at both ends) is a region of its own; regions
-under `min_size` (specks between hatching lines) join the neighbour they share the longest border with.
-Regions touching the canvas edge are the paper around the drawing ("outside").
+the paper; lines are where the ink reaches `INK_THRESHOLD`; gaps at the ends of lines are sealed
+(`gap_closing`: only where a line ends, so narrow strips and necks between lines stay whole); the paper
+left is labelled and grown over the lines and seals, each pixel taking the side of its less inked
+neighbour (the ink `smoothed`, so a pencil line splits along its middle, not its grain), so that every
+pixel, ink included, has a region and colour continues under the lines. Regions under `min_size` (specks
+between hatching lines) join the neighbour they share the longest border with. Regions touching the canvas
+edge are the paper around the drawing ("outside").
 
 `flats_of` paints one colour per region at document size (what `colorize` writes: the region colours its
 `region_generator.RegionGenerator` trained, seen at the working size through `region_shares`); a hinted
@@ -21,8 +21,6 @@ Measured choices (benchmarks/run.py, section `flats`, on anti-aliased circles of
   0.25 for 50% grey pencil, 0.19 for 60% grey pencil. Paper noise of 2% (the most changed of three channels)
   reaches 0.14 at its worst pixel in a megapixel, 3% reaches 0.2: 0.15 seals the pencil and leaves paper
   of up to 2% noise alone (noisier paper makes specks of "ink", which the regions grow over).
-* GAP_SHARE 0.5% of the longer side (5 px at 1024, 10 px at 2048): pen lifts in inked line art are about one
-  or two line widths; much more seals off the narrow regions (fingers, straps) that the widened lines swallow.
 * The smallest region is one pixel of the colour prior (PRIOR_SIZE 64: 1/4096 of the picture, a 16 px square
   at 1024 x 1024): a smaller region has no colour of its own in the prior's picture; it is a speck between
   hatching lines or a hole in a solid black. (The eval scores regions of at least 0.1% of the picture.)
@@ -35,10 +33,10 @@ from typing import Literal
 
 import numpy as np
 
+from .gap_closing import close_gaps
 from .labelling import boundaries, components, grow, neighbour_pairs
 
 INK_THRESHOLD = 0.15
-GAP_SHARE = 0.005
 PAPER_PERCENTILE = 90
 PRIOR_SIZE = 64
 """The colour prior's side in pixels: its pixel is the smallest region and the colour's blur at a border."""
@@ -106,10 +104,6 @@ class Flats:
     hinted: np.ndarray
 
 
-def default_gap(height: int, width: int) -> int:
-    return max(2, round(GAP_SHARE * max(height, width)))
-
-
 def ink_coverage(base: np.ndarray) -> np.ndarray:
     """(H, W) float32 in [0, 1]: how far each pixel is from the paper toward black, in its most changed
     channel relative to the paper's value there (coloured ink darkens one channel at least; anti-aliased
@@ -119,6 +113,15 @@ def ink_coverage(base: np.ndarray) -> np.ndarray:
     sample = base[:, ::stride, ::stride].reshape(3, -1)
     paper = np.maximum(np.percentile(sample, PAPER_PERCENTILE, axis=1), 0.5).astype(_F)[:, None, None]
     return np.clip(((paper - base) / paper).max(axis=0), 0.0, 1.0).astype(_F)
+
+
+def smoothed(image: np.ndarray) -> np.ndarray:
+    """`image` (H, W) summed over each pixel's 3 x 3 neighbourhood (the edge repeated): the ink a pixel's
+    neighbours grow over is compared smoothed, so a pencil line's grain does not decide which side of the
+    line a pixel belongs to, its profile does."""
+    padded = np.pad(image, 1, mode="edge")
+    rows = padded[:-2] + padded[1:-1] + padded[2:]
+    return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
 
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -147,29 +150,24 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 
 def find_regions(base: np.ndarray, *, gap: int | None = None, min_size: int | None = None) -> LineRegions:
     """The closed regions of line art `base` (3, H, W) float32 sRGB in [0, 1], ink on light paper. `gap`:
-    gaps in lines up to this many px are closed, an odd gap one more (default `default_gap`: 0.5% of the
-    longer side, at least 2); `min_size`:
-    smaller regions join a neighbour (default one pixel of the prior: H W / PRIOR_SIZE^2)."""
+    gaps of up to this many px at the ends of lines are closed (default `default_gap`: 0.5% of the longer
+    side, at least 2); `min_size`: smaller regions join a neighbour (default one pixel of the prior:
+    H W / PRIOR_SIZE^2)."""
     if base.ndim != 3 or base.shape[0] != 3:
         raise ValueError(f"line art must be (3, H, W), got {base.shape}")
     _, h, w = base.shape
-    gap = default_gap(h, w) if gap is None else gap
     min_size = max(1, round(h * w / PRIOR_SIZE**2)) if min_size is None else min_size
     ink = ink_coverage(base)
     lines = ink >= INK_THRESHOLD
-    radius = (gap + 1) // 2
-    closed = dilate(lines, radius)
-    labels = grow(components(np.where(closed, -1, 0)), closed & ~lines)
-    cut_off = (labels < 0) & ~lines
-    if cut_off.any():
-        labels = np.where(cut_off, components(np.where(cut_off, 0, -1)) + labels.max() + 1, labels)
-    labels = grow(labels, labels < 0)
+    closing = close_gaps(lines, gap)
+    sealed = lines | closing.seals
+    labels = grow(components(np.where(sealed, -1, 0)), sealed, cost=smoothed(ink))
     labels = np.maximum(labels, 0)  # all ink and no paper: one region
     labels = _merge_small(labels, min_size)
     sizes = np.bincount(labels.ravel()).astype(np.int64)
     outside = np.zeros(sizes.size, bool)
     outside[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
-    return LineRegions(labels, ink, lines, outside, sizes, gap)
+    return LineRegions(labels, ink, lines, outside, sizes, closing.gap)
 
 
 def _merge_small(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -298,3 +296,4 @@ def region_shares(labels: np.ndarray, count: int, size: tuple[int, int]) -> tupl
     cell_of, region_of = pairs // count, pairs % count
     area = np.bincount(cell, minlength=h * w)
     return cell_of, region_of, (counts / area[cell_of]).astype(_F)
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lasagna_core.flats import INK_THRESHOLD, PRIOR_SIZE, default_gap, fill_flats, find_regions, hints_from_rgba
+from lasagna_core.flats import INK_THRESHOLD, PRIOR_SIZE, fill_flats, find_regions, hints_from_rgba
 from tests.line_art import art, bar, blurry, ring
 
 N = 400  # default gap at this size: 2 px
@@ -53,8 +53,8 @@ def test_ink_takes_a_neighbouring_regions_colour_and_outside_is_transparent():
 
 
 def test_a_small_gap_is_closed_by_default_and_a_wide_one_is_not():
-    assert default_gap(N, N) == 2
     closed = find_regions(art(ring(N, 200, 200, 120, 2, gap_at=0.0, gap=2)))
+    assert closed.gap == 4  # two widths of the 2 px line
     centre = closed.labels[200, 200]
     assert closed.count == 2 and not closed.outside[centre]
     assert closed.labels[200, 316] == centre != closed.labels[200, 324]  # paper at the gap stays on its side
