@@ -60,6 +60,7 @@ def batch_command(
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="CSV (input,prompt[,seed]) or JSONL ({\"input\", \"prompt\", \"seed\"}) mapping inputs to prompts."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Diffusion prior: hub id, local folder or .safetensors file (default: the template's)."),
     layer: Optional[str] = typer.Option(None, "--layer", "-l", help="PSD layer (name or Group/Name) to use as the base in every file."),
+    close_gaps: Optional[int] = typer.Option(None, "--close-gaps", min=0, help="Colouring: the widest gap (px) in the lines that the flats' fill closes where a line ends; 0 closes none (default: two line widths)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimisation steps (default: the template's)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale (default: the template's)."),
     seed: int = typer.Option(0, "--seed", help="Seed for every file (a seed column in --prompts overrides it per file); recorded in the log."),
@@ -94,6 +95,7 @@ def batch_command(
         edit = EditConfig(
             template=template, prior=PriorSettings(model, precision=precision, options=prior_options or {}),
             layer=layer, steps=steps, guidance=guidance, variations=variations, max_pixels=max_pixels,
+            close_gaps=close_gaps,
         )
         options = BatchOptions(
             inputs=inputs, out=out, edit=edit, prompt=prompt, prompts=prompts,

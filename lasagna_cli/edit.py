@@ -34,6 +34,7 @@ def make_edit_command(default_template: str, summary: str, *, prompt_required: b
         layer: Optional[str] = typer.Option(None, "--layer", "-l", help="PSD layer (name or Group/Name) to use as the base; new layers are clipped to it."),
         mask: Optional[Path] = typer.Option(None, "--mask", help="Image whose alpha (or gray) confines the edit."),
         hints: Optional[Path] = typer.Option(None, "--hints", help="Colour hints: an image the document's size whose opaque pixels are colour dots or scribbles (a PSD's 'Hints' layer is read too)."),
+        close_gaps: Optional[int] = typer.Option(None, "--close-gaps", min=0, help="Colouring: the widest gap (px) in the lines that the flats' fill closes where a line ends; 0 closes none (default: two line widths)."),
         steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimisation steps (default: the template's)."),
         guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale (default: the template's)."),
         seed: int = typer.Option(0, "--seed", help="Random seed: same seed, inputs and device give the same layer."),
@@ -55,7 +56,7 @@ def make_edit_command(default_template: str, summary: str, *, prompt_required: b
 
             config = EditConfig(
                 template=template, prior=PriorSettings(model, device, precision, prior_options or {}), layer=layer,
-                steps=steps, guidance=guidance, variations=variations, max_pixels=max_pixels,
+                steps=steps, guidance=guidance, variations=variations, max_pixels=max_pixels, close_gaps=close_gaps,
             )
             job = EditJob(input=input, prompt=prompt, config=config, output=output, seed=seed, mask=mask, hints=hints,
                           preview_dir=preview, preview_every=preview_every, overwrite_input=overwrite_input)

@@ -88,7 +88,7 @@ class Distillation:
 
     def __init__(
         self, prior: Prior, spec: EditSpec, settings: DistillSettings, base: Tensor, prompt: str,
-        coverage: Tensor | None = None, hints: Tensor | None = None,
+        coverage: Tensor | None = None, hints: Tensor | None = None, close_gaps: int | None = None,
     ) -> None:
         self.prior, self.spec, self.settings, self.base = prior, spec, settings, base
         self.light = light_of(spec, prompt)
@@ -108,11 +108,11 @@ class Distillation:
         self.regions = None  # the line art's closed regions, for a flats template
         self.hint_dots = None
         self._untrained_regions: Any = None  # the flats' generator before training: copied for every seed
-        if any(layer.finish == "flats" for layer in spec.layers):
+        if _paints_flats(spec):
             from .flats import find_regions, hints_from_rgba
             from .region_generator import RegionGenerator
 
-            self.regions = find_regions(_numpy(base))
+            self.regions = find_regions(_numpy(base), gap=close_gaps)
             self.hint_dots = None if hints is None else hints_from_rgba(_numpy(hints))
             self._untrained_regions = RegionGenerator(spec.layers, self.regions, self.size, self.hint_dots)
 
@@ -165,6 +165,8 @@ def run_edit(
         raise UsageError("--variations must be at least 1")
     spec = load_template(config.template)
     check_prompt(job.prompt, spec, config.prior.model)
+    if config.close_gaps is not None and not _paints_flats(spec):
+        raise UsageError(f"--close-gaps: template '{spec.name}' paints no flats (the colorize template does)")
     family = family_for(prior_settings(config, spec).model)
     takes_hints = "hints" in family.prior.capabilities.conditions_on
     if job.hints is not None and not takes_hints:
@@ -180,7 +182,9 @@ def run_edit(
         spec = load_template(spec.greyscale)
         check_prompt(job.prompt, spec, config.prior.model)
     settings = edit_settings(spec, config.steps, config.guidance)
-    flats = any(layer.finish == "flats" for layer in spec.layers)
+    flats = _paints_flats(spec)
+    if config.close_gaps is not None and not flats and on_notice:
+        on_notice(f"{job.input.name} is a greyscale picture, not line art: --close-gaps has no lines to close")
     coverage = _coverage(doc, job.mask, config.max_pixels, paper=flats)
     for text in doc.notices:
         if on_notice:
@@ -197,7 +201,8 @@ def run_edit(
     device = prior.device
     base = torch.from_numpy(np.ascontiguousarray(on_paper if flats else doc.base))[None].to(device)
     hints = None if hint_picture is None else torch.from_numpy(hint_picture.rgba)[None].to(device)
-    run = Distillation(prior, spec, settings, base, job.prompt, None if coverage is None else coverage.to(device), hints)
+    run = Distillation(prior, spec, settings, base, job.prompt, None if coverage is None else coverage.to(device), hints,
+                       config.close_gaps)
     names = layer_names(spec, config.variations, set(doc.layer_names))
     nodes: list[PixelNode] = []
     for index in range(config.variations):
@@ -208,8 +213,13 @@ def run_edit(
     record = _record(job, spec, settings, asked, prior, target.path, run.size, device, names[0])
     record["hints"] = None if hint_picture is None else hint_picture.source
     record["light_color"] = None if run.light is None else run.light.name
+    record["close_gaps"] = None if run.regions is None else run.regions.gap
     write_document(target, doc, nodes, record)
     return EditResult(target.path, target.sidecar, time.perf_counter() - started, record)
+
+
+def _paints_flats(spec: EditSpec) -> bool:
+    return any(layer.finish == "flats" for layer in spec.layers)
 
 
 def _coverage(doc: Document, mask_path: Path | None, max_pixels: int, *, paper: bool = False) -> Tensor | None:

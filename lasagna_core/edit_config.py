@@ -31,6 +31,7 @@ class EditConfig:
     guidance: float | None = None
     variations: int = 1
     max_pixels: int = DEFAULT_MAX_PIXELS
+    close_gaps: int | None = None  # flats: the widest gap (px) sealed at line ends; None: two line widths
 
 
 @dataclass

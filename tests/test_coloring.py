@@ -176,13 +176,16 @@ def test_word_guidance_flag_reaches_only_the_colouring_prior(color_weights: Path
 
 
 def _sketch(path: Path, size: int = 96, gap: bool = False) -> Path:
-    """Two boxes side by side in black ink on white: three closed regions plus the paper."""
+    """Two boxes side by side in black ink on white: three closed regions plus the paper (with `gap`, the
+    left box is open to the paper by a pen lift)."""
     image = np.ones((size, size, 3), np.float32)
     lines = np.zeros((size, size), bool)
     q = size // 8
     lines[2 * q:6 * q, 2 * q:2 * q + 2] = lines[2 * q:6 * q, 6 * q - 2:6 * q] = True
     lines[2 * q:2 * q + 2, 2 * q:6 * q] = lines[6 * q - 2:6 * q, 2 * q:6 * q] = True
     lines[2 * q:6 * q, 4 * q - 1:4 * q + 1] = True
+    if gap:  # a 3 px pen lift in the left box's outer side
+        lines[4 * q - 1:4 * q + 2, 2 * q:2 * q + 2] = False
     image[lines] = 0.05
     Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path)
     return path
@@ -219,6 +222,29 @@ def test_colorize_hints_file_sets_the_region_colour(color_weights: Path, tmp_pat
     pixels = next(l for l in PSDImage.open(out) if l.name == "Flats").numpy()[..., :3]
     assert np.abs(pixels[48, 30] - np.array([30, 200, 60]) / 255).max() < 2 / 255
     assert json.loads(out.with_name(out.name + ".json").read_text())["hints"] == "hints.png"
+
+
+def test_close_gaps_says_how_wide_a_pen_lift_is_sealed(color_weights: Path, tmp_path: Path):
+    sketch = _sketch(tmp_path / "sketch.png", gap=True)
+    q = 96 // 8
+    # the default gap here is 2 px (2% of the 96 px side, under two widths of the 2 px lines): too narrow
+    for flag, sealed in ((("--close-gaps", "4"), True), ((), False), (("--close-gaps", "0"), False)):
+        out = tmp_path / f"out{len(flag)}.psd"
+        code, _, stderr = cli("colorize", str(sketch), "-o", str(out), "-m", str(color_weights), *FAST, *flag)
+        assert code == 0, stderr
+        pixels = next(l for l in PSDImage.open(out) if l.name == "Flats").numpy()[..., :3]
+        left = pixels[3 * q:5 * q, 2 * q + 4:4 * q - 3].reshape(-1, 3)
+        assert np.ptp(left, axis=0).max() < 1e-6  # one flat either way
+        assert (np.abs(left - 1).max() > 0.1) == sealed  # unsealed, the box is the paper around: left white
+        record = json.loads(out.with_name(out.name + ".json").read_text())
+        assert record["close_gaps"] == (int(flag[1]) if flag else 2)
+
+
+def test_close_gaps_is_refused_where_no_flats_are_painted(tmp_path: Path):
+    sketch = _sketch(tmp_path / "sketch.png")
+    code, _, stderr = cli("shade", str(sketch), "-p", "light from the left", "--close-gaps", "3")
+    assert code == 2 and "--close-gaps: template 'shade' paints no flats" in stderr and "Traceback" not in stderr
+    assert stderr.strip().count("\n") == 0 and not (tmp_path / "sketch.lasagna.psd").exists()
 
 
 def test_hints_are_refused_for_a_prior_without_them(tmp_path: Path):
