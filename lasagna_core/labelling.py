@@ -75,7 +75,7 @@ def grow(labels: np.ndarray, into: np.ndarray, *, rings: int | None = None, cost
     lines costs a little more than the lines' area."""
     h, w = labels.shape
     out = np.where(into, -1, labels).astype(np.int32).ravel()
-    flat_cost = None if cost is None else np.asarray(cost, np.float32).ravel()
+    flat_cost = np.zeros(h * w, np.float32) if cost is None else np.asarray(cost, np.float32).ravel()
     open_ = np.flatnonzero(into)
     row, col = open_ // w, open_ % w
     step = 0
@@ -85,12 +85,8 @@ def grow(labels: np.ndarray, into: np.ndarray, *, rings: int | None = None, cost
         for fits, offset in ((row > 0, -w), (row < h - 1, w), (col > 0, -1), (col < w - 1, 1)):
             near = open_[fits] + offset
             label = out[near]  # written only after the ring
-            if flat_cost is None:
-                look = np.flatnonzero(fits)[(label >= 0) & (taken[fits] < 0)]
-                taken[look] = out[open_[look] + offset]
-                continue
             here = np.where(label >= 0, flat_cost[near], np.inf)
-            better = here < best[fits]
+            better = here < best[fits]  # strictly: on a tie, the first
             look = np.flatnonzero(fits)[better]
             taken[look], best[look] = label[better], here[better]
         got = taken >= 0

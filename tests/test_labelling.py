@@ -68,6 +68,14 @@ def test_grow_fills_ring_by_ring_through_open_pixels_only():
     assert grow(np.full((2, 2), -1), np.ones((2, 2), bool)).tolist() == [[-1, -1], [-1, -1]]
 
 
+def test_grow_takes_the_least_cost_neighbour_and_else_the_first():
+    labels = np.array([[0, -1, 1]])  # the middle pixel is reached from both sides in the same ring
+    into = labels < 0
+    assert grow(labels, into)[0, 1] == 0  # no cost: the first neighbour looked at (left before right)
+    assert grow(labels, into, cost=np.array([[0.6, 0.5, 0.2]]))[0, 1] == 1  # the less inked side
+    assert grow(labels, into, cost=np.array([[0.1, 0.5, 0.2]]))[0, 1] == 0
+
+
 def test_boundaries_mark_both_sides_of_a_label_change_but_not_the_canvas_edge():
     labels = np.array([[0, 0, 1], [0, 0, 1], [2, 2, 2]])
     assert boundaries(labels).astype(int).tolist() == [[0, 1, 1], [1, 1, 1], [1, 1, 1]]
