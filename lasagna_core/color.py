@@ -24,11 +24,19 @@ def linear_to_srgb(c: np.ndarray) -> np.ndarray:
     return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1.0 / 2.4) - 0.055).astype(np.float32)
 
 
+def _lab_f(t: np.ndarray) -> np.ndarray:
+    return np.where(t > (6 / 29) ** 3, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+
+
 def linear_to_lab(lin: np.ndarray) -> np.ndarray:
     """[3, H, W] linear RGB (values above 1 allowed) -> [3, H, W] CIE L*a*b* (D65)."""
-    xyz = np.tensordot(_RGB_TO_XYZ, lin, axes=1) / np.array([0.95047, 1.0, 1.08883])[:, None, None]
-    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    f = _lab_f(np.tensordot(_RGB_TO_XYZ, lin, axes=1) / np.array([0.95047, 1.0, 1.08883])[:, None, None])
     return np.stack([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def srgb_lightness(rgb: np.ndarray) -> np.ndarray:
+    """[3, ...] sRGB in [0, 1] -> [...] CIE L* alone (a third of the work of `srgb_to_lab`)."""
+    return 116 * _lab_f(np.tensordot(_RGB_TO_XYZ[1], srgb_to_linear(np.clip(rgb, 0, 1)), axes=1)) - 16
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:

@@ -126,7 +126,16 @@ class Distillation:
             return [self._flats(generator.colours(), self.spec.layers[0])]
         with torch.no_grad():
             layers = finished_layers(generator(self.base_low), self.spec.layers, self.base_low, self.base)
-        return [LayerOutput(tint_plane(out.color, spec, self.light), out.alpha) for out, spec in zip(layers, self.spec.layers)]
+        return [LayerOutput(self._held(tint_plane(out.color, spec, self.light), spec), out.alpha)
+                for out, spec in zip(layers, self.spec.layers)]
+
+    def _held(self, color: Tensor, spec: LayerSpec) -> Tensor:
+        """A Color layer with a lightness tolerance desaturated where it would move the base's L* more."""
+        if spec.lightness_tolerance is None:
+            return color
+        from .lightness import hold_lightness
+
+        return hold_lightness(color, self.base, spec.lightness_tolerance)
 
     def _region_generator(self) -> Any:
         """Flats are trained as one colour per closed region (`region_generator`), each seed from the same

@@ -38,6 +38,7 @@ class LayerSpec:
     opacity: float = 1.0
     finish: str = "upsample"  # how it reaches document size: FINISHES
     tint: str | None = None  # "light" / "shadow": takes the prompt's light colour (`lasagna_core.tint`)
+    lightness_tolerance: float | None = None  # a Color layer held within this many CIE L* of the base (`lightness`)
 
 
 FINISHES = ("upsample", "flats")
@@ -242,7 +243,10 @@ def _layer(entry: dict[str, Any]) -> LayerSpec:
         opacity=number("opacity", 1.0),
         finish=str(entry.get("finish", "upsample")),
         tint=str(entry["tint"]) if "tint" in entry else None,
+        lightness_tolerance=number("lightness_tolerance") if "lightness_tolerance" in entry else None,
     )
+    if spec.lightness_tolerance is not None and (spec.blend_mode is not BlendMode.COLOR or spec.lightness_tolerance < 0):
+        raise ValueError(f"{where}: lightness_tolerance is for a Color-mode layer, in L* >= 0")
     if spec.tint is not None and (spec.tint not in ("light", "shadow") or spec.channels != 1):
         raise ValueError(f"{where}: tint must be \"light\" or \"shadow\" on a grey layer (channels = 1), not {spec.tint!r}")
     if spec.finish not in FINISHES:
