@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lasagna_core.directions import PROMPTS  # noqa: E402
 from lasagna_core.document import load  # noqa: E402
 from lasagna_core.edit import edit_settings  # noqa: E402
-from lasagna_core.evaluate.run import _lasagna  # noqa: E402
+from lasagna_core.evaluate.run import shade_picture  # noqa: E402
 from lasagna_core.priors import PriorSettings, load_prior  # noqa: E402
 from lasagna_core.templates import load_template  # noqa: E402
 from lasagna_core.writing import save_png  # noqa: E402
@@ -32,7 +32,7 @@ from lasagna_core.writing import save_png  # noqa: E402
 DIRECTIONS = ("left", "right", "top", "bottom")
 
 
-def test_bases(data: Path, designs: int) -> list[tuple[str, np.ndarray]]:
+def held_out_bases(data: Path, designs: int) -> list[tuple[str, np.ndarray]]:
     rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines() if line.strip()]
     seen: dict[str, str] = {}
     for row in rows:
@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.guidance and len(args.guidance) != len(args.model):
         parser.error("give --guidance once per --model, or not at all")
-    bases = test_bases(args.data, args.designs)
+    bases = held_out_bases(args.data, args.designs)
     spec = load_template("shade")
     tiles: dict[tuple[int, str, int], np.ndarray] = {}
     for m, model in enumerate(args.model):
@@ -61,7 +61,7 @@ def main() -> None:
         settings = edit_settings(spec, args.steps, args.guidance[m] if args.guidance else None)
         for b, (scene, base) in enumerate(bases):
             for d in DIRECTIONS:
-                tiles[b, d, m] = _lasagna(prior, spec, settings, base, PROMPTS[d], args.seed)[0]
+                tiles[b, d, m] = shade_picture(prior, spec, settings, base, PROMPTS[d], args.seed)[0]
             print(f"{model}: {b + 1}/{len(bases)} designs", file=sys.stderr, flush=True)
     pad = lambda t: np.pad(t, ((0, 0), (2, 2), (2, 2)), constant_values=1.0)  # noqa: E731
     rows = [np.concatenate([pad(base)] + [pad(tiles[b, d, m]) for d in DIRECTIONS for m in range(len(args.model))], axis=2)

@@ -108,7 +108,7 @@ class Distillation:
         self.regions = None  # the line art's closed regions, for a flats template
         self.hint_dots = None
         self._untrained_regions: Any = None  # the flats' generator before training: copied for every seed
-        if _paints_flats(spec):
+        if spec.paints_flats:
             from .flats import find_regions, hints_from_rgba
             from .region_generator import RegionGenerator
 
@@ -174,7 +174,7 @@ def run_edit(
         raise UsageError("--variations must be at least 1")
     spec = load_template(config.template)
     check_prompt(job.prompt, spec, config.prior.model)
-    if config.close_gaps is not None and not _paints_flats(spec):
+    if config.close_gaps is not None and not spec.paints_flats:
         raise UsageError(f"--close-gaps: template '{spec.name}' paints no flats (the colorize template does)")
     family = family_for(prior_settings(config, spec).model)
     takes_hints = "hints" in family.prior.capabilities.conditions_on
@@ -191,7 +191,7 @@ def run_edit(
         spec = load_template(spec.greyscale)
         check_prompt(job.prompt, spec, config.prior.model)
     settings = edit_settings(spec, config.steps, config.guidance)
-    flats = _paints_flats(spec)
+    flats = spec.paints_flats
     if config.close_gaps is not None and not flats and on_notice:
         on_notice(f"{job.input.name} is a greyscale picture, not line art: --close-gaps has no lines to close")
     coverage = _coverage(doc, job.mask, config.max_pixels, paper=flats)
@@ -225,10 +225,6 @@ def run_edit(
     record["close_gaps"] = None if run.regions is None else run.regions.gap
     write_document(target, doc, nodes, record)
     return EditResult(target.path, target.sidecar, time.perf_counter() - started, record)
-
-
-def _paints_flats(spec: EditSpec) -> bool:
-    return any(layer.finish == "flats" for layer in spec.layers)
 
 
 def _coverage(doc: Document, mask_path: Path | None, max_pixels: int, *, paper: bool = False) -> Tensor | None:

@@ -1,7 +1,7 @@
 """A Color-mode layer held to the picture's lightness, as the colourist means it: CIE L*, what the eye reads.
 
 PSD's Color blend keeps the base's Lum (0.3 R + 0.59 G + 0.11 B of the sRGB values), and for saturated
-colours that is not L*: a strong blue or red over mid grey comes out a few L* darker or lighter, so the
+colours that is not L*: over mid grey a strong green comes out 20 L* lighter and a strong red 5, so the
 drawn shading shifts. `hold_lightness` desaturates each pixel of the layer toward its own Lum just as far as
 the composite needs to stay within `tolerance` L* of the base there (bisection on the saturation: a grey
 layer pixel changes nothing, so a safe value always exists). Pixels already within it keep their colour.

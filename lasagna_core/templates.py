@@ -131,6 +131,11 @@ class EditSpec:
     def render_prompt(self, text: str) -> str:
         return self.prompt.replace("{prompt}", text.strip())
 
+    @property
+    def paints_flats(self) -> bool:
+        """Whether its (only) layer is flats: one colour per closed region of line art."""
+        return any(layer.finish == "flats" for layer in self.layers)
+
 
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 """`{name}` in a prompt: only `{prompt}` is ever filled in, so any other is a typo sent to the model verbatim."""

@@ -143,7 +143,7 @@ def evaluate(
             elif m == "ground truth":
                 result = target.numpy()
             else:
-                result, light = _lasagna(priors[m], spec, settings, base.numpy(), ex.prompt, seed + index)
+                result, light = shade_picture(priors[m], spec, settings, base.numpy(), ex.prompt, seed + index)
                 if ex.light_color is not None and light is not None:
                     hue_errors[m][index] = light_hue_error(light, ex.light_color)
             outputs[m].append(result)
@@ -188,7 +188,7 @@ def evaluate(
     return report
 
 
-def _lasagna(prior: Prior, spec: EditSpec, settings: DistillSettings, picture: np.ndarray, prompt: str,
+def shade_picture(prior: Prior, spec: EditSpec, settings: DistillSettings, picture: np.ndarray, prompt: str,
              seed: int) -> tuple[np.ndarray, np.ndarray | None]:
     """What `lasagna shade` makes of `picture` ([3,H,W] in [0,1]) with `prompt`: the same `Distillation`,
     composed at full size, and its first Screen layer (the Light layer) as written, None when the template
@@ -247,7 +247,7 @@ def photo_directions(
     total, done = len(photos) * len(directions), 0
     for name, photo in photos:
         for d in directions:
-            out, _ = _lasagna(prior, spec, settings, photo, PROMPTS[d], seed)
+            out, _ = shade_picture(prior, spec, settings, photo, PROMPTS[d], seed)
             r = direction_correlation(out, photo, None, image_plane_vector(d))
             rows.append({"photo": name, "direction": d, "r": r, "shading": shading_strength(out, photo, np.ones(photo.shape[1:])),
                          "chroma_drift": chroma_drift(out, photo)})
