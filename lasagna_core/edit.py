@@ -105,6 +105,7 @@ class Distillation:
         if coverage is not None and "matte" in prior.capabilities.conditions_on:
             guides["matte"] = resize(coverage, self.prior_size)
         self.condition = prior.condition(spec.render_prompt(prompt), hint, spec.negative_prompt, **guides)
+        self._prompt, self._base_at_prior, self._hints = spec.render_prompt(prompt), hint, hints
         self.regions = None  # the line art's closed regions, for a flats template
         self.hint_dots = None
         self._untrained_regions: Any = None  # the flats' generator before training: copied for every seed
@@ -120,7 +121,7 @@ class Distillation:
         """The layers for `seed` as they are written: full size, clamped, snapped to neutral where they rest."""
         generator = distill(
             self.base_low, self.spec.layers, self.prior, self.condition, self.settings, seed=seed, mask=self.mask_low,
-            on_step=on_step, shape=self.spec.generator, prior_size=self.prior_size, generator=self._region_generator(),
+            on_step=on_step, shape=self.spec.generator, prior_size=self.prior_size, generator=self._region_generator(seed),
         )
         if self.regions is not None:
             return [self._flats(generator.colours(), self.spec.layers[0])]
@@ -137,11 +138,34 @@ class Distillation:
 
         return hold_lightness(color, self.base, spec.lightness_tolerance)
 
-    def _region_generator(self) -> Any:
-        """Flats are trained as one colour per closed region (`region_generator`), each seed from the same
-        start (the regions' shares at the working size are worked out once per run); other layers by the
-        default convolutional generator (None)."""
-        return None if self._untrained_regions is None else copy.deepcopy(self._untrained_regions)
+    def _region_generator(self, seed: int) -> Any:
+        """Flats are trained as one colour per closed region (`region_generator`; the regions' shares at the
+        working size are worked out once per run), each seed from its own sampled start where the template
+        asks for one; other layers by the default convolutional generator (None)."""
+        if self._untrained_regions is None:
+            return None
+        generator = copy.deepcopy(self._untrained_regions)
+        steps = self.spec.generator.sample_steps
+        if steps and self.prior.capabilities.samples:
+            generator.start_at(self._sampled_colours(seed, steps))
+        return generator
+
+    def _sampled_colours(self, seed: int, steps: int) -> np.ndarray:
+        """(n, 3): each region's median colour in one direct sample of the prior for `seed` (off the ink: on the
+        paper a flats layer shows its own value, so that colour is the layer's value).
+
+        From mid grey, SDS on region colours averages the prior's many colourings of a drawing: at guidance 1
+        everything greys, and at guidance 5 every colouring is pushed the same way, away from the fully
+        unconditional average, so unhinted flats came out blue (docs/eval/coloring-start.md). A sample
+        picks one colouring; SDS then refines it, and each seed gets a colouring of its own."""
+        from .flats import INK_THRESHOLD, region_medians
+
+        generator = torch.Generator(device=self.prior.device).manual_seed(seed)
+        guides = {} if self._hints is None else {"hints": self._hints}
+        sample = self.prior.sample(self._base_at_prior, [self._prompt], steps=steps, guidance=self.settings.guidance,
+                                   generator=generator, **guides)
+        full = _numpy(resize(sample, tuple(self.base.shape[-2:])))
+        return region_medians(full, self.regions.labels, self.regions.ink < INK_THRESHOLD, self.regions.count)
 
     def _flats(self, colours: Tensor, spec: LayerSpec) -> LayerOutput:
         """The flats of the trained region colours at full size; outside the drawing the layer rests at its

@@ -53,8 +53,16 @@ class RegionGenerator(nn.Module):
         self.register_buffer("coverage", torch.from_numpy(coverage.astype(np.float32)).view(1, 1, *self.size))
         self.register_buffer("hinted", torch.from_numpy(hinted)[:, None])
         self.register_buffer("hint_colours", torch.from_numpy(hint_colours))
-        fraction = min(max(START, 1e-3), 1 - 1e-3)
-        self.logits = nn.Parameter(torch.full((regions.count, 3), float(np.log(fraction / (1 - fraction)))))
+        self.logits = nn.Parameter(_logit(torch.full((regions.count, 3), START)))
+
+    def start_at(self, values: np.ndarray) -> None:
+        """Start the free regions at the layer values `values` (n, 3) instead of mid grey (hinted ones keep
+        their hint)."""
+        if values.shape != tuple(self.logits.shape):
+            raise ValueError(f"values must be {tuple(self.logits.shape)}, got {values.shape}")
+        fraction = (torch.from_numpy(np.asarray(values, np.float32)) - self.spec.low) / (self.spec.high - self.spec.low)
+        with torch.no_grad():
+            self.logits.copy_(_logit(fraction))
 
     def colours(self) -> Tensor:
         """(n, 3) in [0, 1]: every region's colour, the hinted ones their hint's."""
@@ -70,3 +78,9 @@ class RegionGenerator(nn.Module):
         if spec.alpha:
             return [LayerOutput(painted / self.coverage.clamp_min(1e-6), self.coverage)]
         return [LayerOutput(painted + (1 - self.coverage) * spec.neutral, None)]
+
+
+def _logit(fraction: Tensor) -> Tensor:
+    """The logits whose sigmoid is `fraction`, kept off the flat ends where no gradient moves a region."""
+    fraction = fraction.clamp(1e-3, 1 - 1e-3)
+    return torch.log(fraction / (1 - fraction))

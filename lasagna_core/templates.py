@@ -102,11 +102,15 @@ class GeneratorSettings:
     width: channels of its first level (doubling per level); levels: resolutions it works at.
     resolution: the long side of its working image; unset, the prior's working size. A larger one distils
     at more detail than the prior sees: the composite is resized to the prior's size for the SDS loss.
+    sample_steps: for flats, the DDIM steps of one direct sample of the prior whose region medians each seed's
+    colours start from (`edit.Distillation`; 0: every region starts at mid grey). Priors that can't sample
+    start at mid grey.
     """
 
     width: int = field(default=32, metadata=_bounds(8))
     levels: int = field(default=3, metadata=_bounds(1))
     resolution: int | None = field(default=None, metadata=_bounds(8))
+    sample_steps: int = field(default=0, metadata=_bounds(0))
 
     @property
     def multiple(self) -> int:
@@ -188,6 +192,9 @@ def _build(data: dict[str, Any], source: str) -> EditSpec:
         raise ValueError("layer names must be unique")
     if len(specs) > 1 and any(spec.finish == "flats" for spec in specs):
         raise ValueError('a finish = "flats" layer must be the template\'s only layer (flats are trained as one colour per region)')
+    generator = _generator(data.get("generator", {}))
+    if generator.sample_steps and not any(spec.finish == "flats" for spec in specs):
+        raise ValueError('[generator] sample_steps needs a finish = "flats" layer (it starts region colours)')
     prompt = str(data.get("prompt", "{prompt}"))
     if "{prompt}" not in prompt:
         raise ValueError("'prompt' must contain the {prompt} placeholder")
@@ -206,7 +213,7 @@ def _build(data: dict[str, Any], source: str) -> EditSpec:
         layers=specs,
         defaults=_settings(defaults),
         source=source,
-        generator=_generator(data.get("generator", {})),
+        generator=generator,
         greyscale=str(data["greyscale"]) if "greyscale" in data else None,
         prior_options=_prior_options(data.get("prior", {})),
     )

@@ -224,6 +224,40 @@ def test_colorize_hints_file_sets_the_region_colour(color_weights: Path, tmp_pat
     assert json.loads(out.with_name(out.name + ".json").read_text())["hints"] == "hints.png"
 
 
+def test_each_seed_starts_its_flats_from_its_own_sample_of_the_prior(color_weights: Path, tmp_path: Path):
+    """The template's `[generator] sample_steps`: a seed's region colours begin at the region medians of one
+    direct sample of the prior (made with that seed), so variations differ; without it, at mid grey."""
+    from dataclasses import replace
+
+    from lasagna_core.edit import Distillation
+    from lasagna_core.flats import INK_THRESHOLD, find_regions, region_medians
+    from lasagna_core.priors import PriorSettings, load_prior
+    from lasagna_core.resample import resize
+    from lasagna_core.templates import load_template
+
+    prior = load_prior(PriorSettings(str(color_weights), device="cpu"))
+    spec = load_template("colorize")
+    assert spec.generator.sample_steps > 0
+    settings = replace(spec.defaults, steps=1, learning_rate=1e-9)  # one step that moves nothing: the start itself
+    picture = np.asarray(Image.open(_sketch(tmp_path / "sketch.png")), np.float32).transpose(2, 0, 1) / 255
+    base = torch.from_numpy(picture)[None]
+    regions = find_regions(picture)
+    inside = [(48, 36), (48, 60)]  # the two boxes' rooms
+    run = Distillation(prior, spec, settings, base, "")
+    first, again, second = (run.layers(seed)[0].color[0] for seed in (0, 0, 1))
+    sample = prior.sample(resize(base, prior.working_size(96, 96)), [""], steps=spec.generator.sample_steps,
+                          guidance=settings.guidance, generator=torch.Generator().manual_seed(0))
+    medians = region_medians(resize(sample, (96, 96))[0].numpy(), regions.labels, regions.ink < INK_THRESHOLD, regions.count)
+    for y, x in inside:
+        assert np.abs(first[:, y, x].numpy() - medians[regions.labels[y, x]]).max() < 1e-3
+    assert torch.equal(first, again)
+    assert max((first[:, y, x] - second[:, y, x]).abs().max() for y, x in inside) > 0.02
+    grey = Distillation(prior, replace(spec, generator=replace(spec.generator, sample_steps=0)), settings, base, "")
+    start = grey.layers(0)[0].color[0]
+    for y, x in inside:
+        assert torch.allclose(start[:, y, x], torch.full((3,), 0.5), atol=1e-3)
+
+
 def test_close_gaps_says_how_wide_a_pen_lift_is_sealed(color_weights: Path, tmp_path: Path):
     sketch = _sketch(tmp_path / "sketch.png", gap=True)
     q = 96 // 8

@@ -64,6 +64,22 @@ def test_a_hinted_region_is_fixed_at_its_hint_and_takes_no_gradient():
     assert gen.logits.grad[left].abs().max() == 0 and gen.logits.grad[regions.labels[64, 90]].abs().max() > 0
 
 
+def test_a_start_sets_the_free_regions_and_leaves_the_hinted_at_their_hint():
+    spec = load_template("colorize").layers
+    base = _two_rooms()
+    rgba = np.zeros((4, N, N), np.float32)
+    rgba[:, 60:66, 36:42] = np.array([0.2, 0.8, 0.3, 1.0])[:, None, None]
+    regions = find_regions(base)
+    gen = RegionGenerator(spec, regions, (32, 32), hints_from_rgba(rgba))
+    assert torch.allclose(gen.colours()[regions.labels[64, 90]], torch.full((3,), 0.5))  # mid grey unless started
+    start = np.tile(np.array([[0.7, 0.1, 0.4]], np.float32), (regions.count, 1))
+    gen.start_at(start)
+    assert torch.allclose(gen.colours()[regions.labels[64, 90]], torch.tensor([0.7, 0.1, 0.4]), atol=1e-5)
+    assert torch.allclose(gen.colours()[regions.labels[64, 40]], torch.tensor([0.2, 0.8, 0.3]))
+    with pytest.raises(ValueError, match="values must be"):
+        gen.start_at(start[:1])
+
+
 def test_distilling_against_a_prior_that_knows_the_flats_gives_each_region_its_colour():
     """The real SDS loop, with the oracle prior whose score pulls the composite to a target: target flats
     (red left room, blue right room) under the ink must come back as the trained region colours."""

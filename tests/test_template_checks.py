@@ -44,6 +44,8 @@ def cli(*args: str) -> tuple[int, str, str]:
         (LAYER, "the template needs 'name'"),
         ('name = "x"\nlayers = [1]\n', "'layers' must be [[layers]] tables"),
         (f'name = "x"\ndefaults = 3\n{LAYER}', "'defaults' must be a [defaults] table"),
+        (f'name = "x"\n{LAYER}[generator]\nsample_steps = -1\n', "[generator] sample_steps must be at least 0, not -1"),
+        (f'name = "x"\n{LAYER}[generator]\nsample_steps = 30\n', '[generator] sample_steps needs a finish = "flats" layer'),
     ],
 )
 def test_bad_values_name_the_key_and_the_value(text: str, message: str) -> None:
