@@ -295,7 +295,7 @@ def test_generator_may_work_above_the_prior_size(picture: Path, tmp_path: Path) 
     job = EditJob(picture, "light", EditConfig(template=str(template), prior=PriorSettings(TOY, "cpu"), steps=2),
                   output=tmp_path / "out.psd")
     result = run_edit(job, prior=prior)
-    assert result.record["working_size"] == [32, 48] and result.record["generator"] == {"width": 16, "levels": 2, "resolution": 48}
+    assert result.record["working_size"] == [32, 48] and result.record["generator"] == {"width": 16, "levels": 2, "resolution": 48, "sample_steps": 0}
     assert set(prior.seen) == {(1, 3, 24, 32)}  # the prior's working size for a 40 x 56 picture
     assert PSDImage.open(result.output)[1].numpy().shape[:2] == (40, 56)
     template.write_text(shade.replace("[defaults]", "[generator]\ndepth = 3\n\n[defaults]"), encoding="utf-8")
