@@ -104,8 +104,8 @@ class Distillation:
             guides["hints"] = hints
         if coverage is not None and "matte" in prior.capabilities.conditions_on:
             guides["matte"] = resize(coverage, self.prior_size)
-        self.condition = prior.condition(spec.render_prompt(prompt), hint, spec.negative_prompt, **guides)
         self._prompt, self._base_at_prior, self._hints = spec.render_prompt(prompt), hint, hints
+        self.condition = prior.condition(self._prompt, hint, spec.negative_prompt, **guides)
         self.regions = None  # the line art's closed regions, for a flats template
         self.hint_dots = None
         self._untrained_regions: Any = None  # the flats' generator before training: copied for every seed

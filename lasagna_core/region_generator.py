@@ -31,6 +31,9 @@ START = 0.5
 so each region's colour is the prior's choice rather than a drift away from white (measured in the
 module's docstring)."""
 
+EDGE = 1e-3
+"""Starts are kept this far inside (0, 1): at the sigmoid's flat ends no gradient would move a region."""
+
 
 class RegionGenerator(nn.Module):
     """G for one flats layer: forward(base) -> [LayerOutput] at the working size it was made for; `colours()`
@@ -53,7 +56,7 @@ class RegionGenerator(nn.Module):
         self.register_buffer("coverage", torch.from_numpy(coverage.astype(np.float32)).view(1, 1, *self.size))
         self.register_buffer("hinted", torch.from_numpy(hinted)[:, None])
         self.register_buffer("hint_colours", torch.from_numpy(hint_colours))
-        self.logits = nn.Parameter(_logit(torch.full((regions.count, 3), START)))
+        self.logits = nn.Parameter(torch.logit(torch.full((regions.count, 3), START), eps=EDGE))
 
     def start_at(self, values: np.ndarray) -> None:
         """Start the free regions at the layer values `values` (n, 3) instead of mid grey (hinted ones keep
@@ -62,7 +65,7 @@ class RegionGenerator(nn.Module):
             raise ValueError(f"values must be {tuple(self.logits.shape)}, got {values.shape}")
         fraction = (torch.from_numpy(np.asarray(values, np.float32)) - self.spec.low) / (self.spec.high - self.spec.low)
         with torch.no_grad():
-            self.logits.copy_(_logit(fraction))
+            self.logits.copy_(torch.logit(fraction, eps=EDGE))
 
     def colours(self) -> Tensor:
         """(n, 3) in [0, 1]: every region's colour, the hinted ones their hint's."""
@@ -79,8 +82,3 @@ class RegionGenerator(nn.Module):
             return [LayerOutput(painted / self.coverage.clamp_min(1e-6), self.coverage)]
         return [LayerOutput(painted + (1 - self.coverage) * spec.neutral, None)]
 
-
-def _logit(fraction: Tensor) -> Tensor:
-    """The logits whose sigmoid is `fraction`, kept off the flat ends where no gradient moves a region."""
-    fraction = fraction.clamp(1e-3, 1 - 1e-3)
-    return torch.log(fraction / (1 - fraction))

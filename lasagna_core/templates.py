@@ -190,10 +190,11 @@ def _build(data: dict[str, Any], source: str) -> EditSpec:
     specs = tuple(_layer(entry) for entry in layers)
     if len({spec.name for spec in specs}) != len(specs):
         raise ValueError("layer names must be unique")
-    if len(specs) > 1 and any(spec.finish == "flats" for spec in specs):
+    flats = any(spec.finish == "flats" for spec in specs)
+    if len(specs) > 1 and flats:
         raise ValueError('a finish = "flats" layer must be the template\'s only layer (flats are trained as one colour per region)')
     generator = _generator(data.get("generator", {}))
-    if generator.sample_steps and not any(spec.finish == "flats" for spec in specs):
+    if generator.sample_steps and not flats:
         raise ValueError('[generator] sample_steps needs a finish = "flats" layer (it starts region colours)')
     prompt = str(data.get("prompt", "{prompt}"))
     if "{prompt}" not in prompt:
