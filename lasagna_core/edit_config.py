@@ -53,10 +53,14 @@ class EditJob:
 def check_prompt(prompt: str, spec: EditSpec, model: str | None) -> None:
     """UsageError (one line) when the prior family of `model` (else the template's) can't read `prompt`, asked
     before anything loads: an empty prompt is refused for families conditioned on text or a direction (a
-    colouring prior needs none), then each family answers for the rendered prompt (`Prior.check_prompt`)."""
+    colouring prior needs none), unless the family guessed from `model` can't load it (an empty folder is
+    taken for Stable Diffusion): then that ModelError is the one to hear. Then each family answers for the
+    rendered prompt (`Prior.check_prompt`)."""
     from .priors.catalog import family_for
 
     family = family_for(model or spec.model)
     if not prompt.strip() and family.prior.capabilities.conditions_on & {"text", "direction"}:
+        if model:
+            family.prior.check_files(model)
         raise UsageError(EMPTY_PROMPT)
     family.prior.check_prompt(spec.render_prompt(prompt))

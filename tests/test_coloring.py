@@ -120,6 +120,15 @@ def color_weights(line_art_data: Path, tmp_path_factory) -> Path:
     return out
 
 
+def test_color_fine_tune_keeps_the_start_and_may_change_the_size(color_weights: Path, line_art_data: Path, tmp_path):
+    config = ColorConfig(steps=2, batch_size=4, size=2 * SIZE, warmup=1, learning_rate=0.0, init=str(color_weights))
+    bigger = BuiltinColorPrior.load(str(train_color(line_art_data, tmp_path / "big.safetensors", config).output))
+    start = BuiltinColorPrior.load(str(color_weights))
+    assert start.resolution == SIZE and bigger.resolution == 2 * SIZE
+    for (k, x), (_, y) in zip(start.unet.state_dict().items(), bigger.unet.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), k
+
+
 def test_color_prior_file_is_its_own_family(color_weights: Path):
     assert pixel_file.file_task(color_weights) == "color"
     assert family_for(str(color_weights)).name == "color"

@@ -323,6 +323,9 @@ def test_cli_errors_are_one_line(tiny_model: Path, picture: Path, tmp_path: Path
         (["shade", str(picture), "-p", "x", "-t", "nope"], "unknown template 'nope'"),
         (["shade", str(picture), "-p", "x", "--device", "tpu"], "--device must be one of"),
         (["shade", str(picture), "-p", "  ", "-m", str(tiny_model)], "--prompt is empty"),
+        # with no prompt, a model that can't load is the error to hear, not the prompt its guessed family wants
+        (["colorize", str(picture), "-m", str(tmp_path)], f"Model file missing: '{tmp_path / 'model_index.json'}'"),
+        (["colorize", str(picture), "-m", str(tmp_path / "nope" / "x")], "does not exist"),
         (["shade", str(tmp_path / "missing.png"), "-p", "x", "-m", str(tiny_model)], "no such file"),
         (["shade", str(picture), "-p", "x", "-m", str(tiny_model), "-o", str(picture)], "refusing to overwrite the input"),
     ]

@@ -88,8 +88,12 @@ def test_builtin_fine_tune_starts_from_the_given_prior(data, tmp_path):
     with pytest.raises(UsageError, match="--init"):  # data with a direction the prior has no class for
         train_builtin(make_manifest(tmp_path / "more", directions=("left", "bottom"), size=SIZE),
                       tmp_path / "more.safetensors", _config(unet=None, init=str(start)))
-    with pytest.raises(UsageError, match="--size 16"):
-        train_builtin(data, tmp_path / "big.safetensors", _config(unet=None, size=32, init=str(start)))
+    # a fine-tune may change the size: the same weights, now a prior that works at the training size
+    bigger = BuiltinPrior.load(str(train_builtin(data, tmp_path / "big.safetensors",
+                                                 _config(learning_rate=0.0, unet=None, size=2 * SIZE, init=str(start))).output))
+    assert a.resolution == SIZE and bigger.resolution == 2 * SIZE
+    for (k, x), (_, y) in zip(a.unet.state_dict().items(), bigger.unet.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), k
     # an interrupted fine-tune resumes to exactly the uninterrupted one; from other starting weights it is refused
     other = train_builtin(data, tmp_path / "other.safetensors", _config(seed=1)).output
     straight = train_builtin(data, tmp_path / "straight.safetensors", _config(unet=None, init=str(start)))

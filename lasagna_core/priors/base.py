@@ -112,6 +112,12 @@ class Prior(ABC):
         raise NotImplementedError(f"{cls.__name__} can't be loaded by name")
 
     @classmethod
+    def check_files(cls, model: str) -> None:
+        """ModelError (one line) when a local `model` plainly lacks what this family loads (names only), asked
+        first so that a wrong `--model` is the error the user hears, not one about the prompt it would read.
+        Nothing by default: `load` says the rest."""
+
+    @classmethod
     def check_prompt(cls, prompt: str) -> None:
         """UsageError (one line) when this family can't condition on `prompt`, asked before any model loads so
         that a batch refuses an unreadable prompt once instead of failing every file. Any text by default."""

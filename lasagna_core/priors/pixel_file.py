@@ -113,6 +113,12 @@ def default_unet_config(resolution: int, classes: int, in_channels: int) -> dict
     }
 
 
+def fine_tune_config(start: Any, size: int) -> dict[str, Any]:
+    """The architecture a fine-tune keeps from the prior it starts from, at the training size: the U-Net's
+    convolutions and attention do not depend on the picture size, so a 32 px prior can start a 64 px one."""
+    return {**model_config(start), "sample_size": size}
+
+
 def new_unet(config: dict[str, Any]) -> Any:
     from diffusers import UNet2DModel
 

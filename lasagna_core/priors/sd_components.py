@@ -237,6 +237,16 @@ def resolve_model_folder(model: str) -> Path:
     return cached_snapshot(model)
 
 
+def check_local_files(model: str) -> None:
+    """What loading would refuse first, from names alone: a folder without model_index.json, a path that
+    does not exist (a hub id is left to the cache lookup)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        _require(path / "model_index.json")
+    elif not path.exists() and _looks_like_path(model):
+        raise ModelError(f"Model path '{model}' does not exist.")
+
+
 # ---------------------------------------------------------------------- diffusers folders
 
 

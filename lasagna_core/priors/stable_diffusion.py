@@ -151,6 +151,10 @@ class StableDiffusionPrior(Prior):
         return True
 
     @classmethod
+    def check_files(cls, model: str) -> None:
+        parts.check_local_files(model)
+
+    @classmethod
     def load(cls, model: str, config: Any = None, *, device: torch.device | str, dtype: torch.dtype) -> "StableDiffusionPrior":
         """Load from a diffusers folder, a cached hub id, or a single `.safetensors` checkpoint (see
         sd_components). Raises ModelError with a one-line message for anything the user can fix; an IC-Light

@@ -38,7 +38,7 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
         raise UsageError(f"--out must name a .safetensors file, not '{out}'")
     if config.init is not None and config.unet is not None:
         raise UsageError("a fine-tune keeps the architecture of the prior it starts from: give --init or an architecture, not both")
-    start = _initial_prior(config.init, config.size) if config.init is not None else None
+    start = _initial_prior(config.init) if config.init is not None else None
     train_examples = read_manifest(data, "train")
     if start is not None:
         unknown = sorted({e.direction for e in train_examples} - set(start.directions))
@@ -49,7 +49,7 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
     val = load_pairs(val_examples[:256], config.size, train.directions) if val_examples else None
     directions = train.directions
     if start is not None:
-        unet_config = pixel_file.model_config(start.unet)
+        unet_config = pixel_file.fine_tune_config(start.unet, config.size)
         sched_config = start.scheduler_config
     else:
         unet_config = config.unet or builtin.default_unet_config(config.size, len(directions))
@@ -100,15 +100,13 @@ class _StartingPoint:
     weights: Path
 
 
-def _initial_prior(model: str, size: int) -> _StartingPoint:
-    """The prior a fine-tune starts from (SHA-256 checked like any load), at the training resolution."""
+def _initial_prior(model: str) -> _StartingPoint:
+    """The prior a fine-tune starts from (SHA-256 checked like any load)."""
     from ..priors import builtin
 
     threads = torch.get_num_threads()
     prior = builtin.BuiltinPrior.load(model)
     torch.set_num_threads(threads)  # loading pins inference to one thread; training keeps the user's choice
-    if prior.resolution != size:
-        raise UsageError(f"--init '{model}' works at {prior.resolution} px; train it at --size {prior.resolution}, not {size}")
     weights = builtin.BuiltinPrior.shipped() if builtin.BuiltinPrior.is_own_name(model) else Path(model).expanduser()
     return _StartingPoint(prior.unet, prior.directions, prior.scheduler_config, weights)
 

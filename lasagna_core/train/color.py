@@ -178,9 +178,7 @@ def train_color(data: Path, out: Path, config: ColorConfig, *, on_progress: Prog
         threads = torch.get_num_threads()
         start = builtin_color.BuiltinColorPrior.load(config.init)
         torch.set_num_threads(threads)  # loading pins inference to one thread; training keeps the user's choice
-        if start.resolution != config.size:
-            raise UsageError(f"--init '{config.init}' works at {start.resolution} px; train it at --size {start.resolution}")
-    unet_config = pixel_file.model_config(start.unet) if start else config.unet or builtin_color.default_unet_config(config.size)
+    unet_config = pixel_file.fine_tune_config(start.unet, config.size) if start else config.unet or builtin_color.default_unet_config(config.size)
     sched_config = start.scheduler_config if start else pixel_file.default_scheduler_config()
     model, ema, optimizer = new_denoiser(unet_config, None if start is None else start.unet, config)
     schedule = NoiseSchedule.from_config(sched_config)
