@@ -402,3 +402,19 @@ def test_the_example_sketch_is_line_art():
     root = Path(__file__).resolve().parents[1] / "examples"
     assert is_line_art(load(root / "sketch.png").base)
     assert not is_line_art(load(root / "still-life.psd").base)
+
+
+def test_eval_on_colouring_data_scores_every_method(color_weights: Path, line_art_data: Path, tmp_path: Path):
+    md, js, pictures = tmp_path / "c.md", tmp_path / "c.json", tmp_path / "pics"
+    code, _, err = cli("eval", "--data", str(line_art_data), "--split", "train", "--limit", "1", "--model", str(color_weights),
+                       "--steps", "2", "--direct-steps", "2", "--out", str(md), "--out", str(js), "--pictures", str(pictures))
+    assert code == 0, err
+    summary = json.loads(js.read_text())["summary"]
+    assert set(summary) == {"lasagna", "lasagna+hints", "flood fill", "direct", "lasagna+word", "lasagna (greyscale)"}
+    # the flats fix each hinted region at its hint's colour, as the flood fill does: the same hint scores
+    assert summary["lasagna+hints"]["hints_within_5"] == summary["flood fill"]["hints_within_5"]
+    assert 0.0 <= summary["lasagna"]["crossing"] <= 1.0 and summary["lasagna (greyscale)"]["lightness_drift"] >= 0.0
+    row = next(line for line in md.read_text().splitlines() if line.startswith("| lasagna |"))
+    assert row.split("|")[4].strip() == f"{100 * summary['lasagna']['crossing']:.2f}%"  # two decimals: its bar is 0.5%
+    sheet = np.asarray(Image.open(pictures / "coloring.png"))
+    assert sheet.shape[:2] == (SIZE, 5 * SIZE)  # line art | flats | flats with hint dots | flood fill | truth

@@ -290,7 +290,8 @@ def coloring_table(report: ColorEvalReport) -> str:
         cells = []
         for key, _ in COLUMNS:
             v = values[key]
-            cells.append("-" if v is None else f"{100 * v:.1f}%" if key in ("one_colour", "crossing", "hints_within_5", "hue_within_30") else f"{v:.2f}")
+            cells.append("-" if v is None else f"{100 * v:.2f}%" if key == "crossing"  # its bar is 0.5%
+                         else f"{100 * v:.1f}%" if key in ("one_colour", "hints_within_5", "hue_within_30") else f"{v:.2f}")
         rows.append(f"| {method} | {values['cases']} | " + " | ".join(cells) + " |")
     return "\n".join([head, rule, *rows]) + f"\n\n{report.cases} scenes of {report.data}, model {report.model}, {report.seconds / 60:.1f} min\n"
 
