@@ -113,9 +113,9 @@ class Prior(ABC):
 
     @classmethod
     def check_files(cls, model: str) -> None:
-        """ModelError (one line) when a local `model` plainly lacks what this family loads (names only), asked
-        first so that a wrong `--model` is the error the user hears, not one about the prompt it would read.
-        Nothing by default: `load` says the rest."""
+        """ModelError (one line) when a local `model` plainly lacks what this family loads (names only): asked
+        before a prompt is refused for a family guessed from that model, so that a wrong `--model` is the
+        error the user hears. Nothing by default: `load` says the rest."""
 
     @classmethod
     def check_prompt(cls, prompt: str) -> None:
