@@ -13,7 +13,7 @@ import typer
 from .console import guarded, print_json, progress_bar, say
 from .progress_stream import current, report, with_progress_option
 
-dataset_app = typer.Typer(help="Make training data: relighting pairs (synthetic scenes, or flat emoji art inflated into 3-D and lit from named directions) and colouring pairs (line art drawn from emoji art).", no_args_is_help=True)
+dataset_app = typer.Typer(help="Make training data: relighting pairs (synthetic scenes, or flat emoji art inflated into 3-D and lit from named directions) and colouring pairs (line art drawn from emoji art); mixes of them for one training run.", no_args_is_help=True)
 
 # Options both commands take, with the same meaning.
 SIZE = typer.Option(64, "--size", "-s", min=8, max=4096, help="Picture width and height in pixels.")
@@ -168,6 +168,29 @@ def line_art(
         splits = ", ".join(f"{n} {name}" for name, n in result.splits.items())
         say(f"wrote {result.scenes} scenes ({splits} designs) x {len(result.styles)} line styles + greyscale = "
             f"{result.pairs} pairs to {result.manifest} in {result.seconds:.1f} s")
+
+
+@dataset_app.command("mix")
+@guarded
+def mix(
+    paths: list[str] = typer.Argument(..., metavar="SRC[:N]... OUT", help="Data set folders (each optionally DIR:N, its first N scenes), then the folder to write the mixed manifest.jsonl into."),
+    white_light: bool = typer.Option(False, "--white-light", help="Keep only pairs lit by white light (drop coloured-light pairs)."),
+    overwrite: bool = OVERWRITE,
+    json_output: bool = JSON,
+) -> None:
+    """Mix data sets into one training manifest without copying pictures: paths point into the sources, scenes are prefixed with each source's folder name, splits stay the sources' own."""
+    from lasagna_core.errors import UsageError
+    from lasagna_core.synth.mix import MixSource, mix as mix_sets
+
+    if len(paths) < 2:
+        raise UsageError("give at least one data set folder and then the output folder: lasagna dataset mix SRC... OUT")
+    *sources, out_dir = paths
+    result = mix_sets(Path(out_dir), [MixSource.parse(s) for s in sources], white_light=white_light, overwrite=overwrite)
+    if json_output:
+        print_json(result.as_dict())
+    else:
+        parts = ", ".join(f"{s['pairs']} pairs of {s['scenes']} scenes from {s['prefix']}" for s in result.sources)
+        say(f"wrote {result.pairs} pairs ({parts}) to {result.manifest} in {result.seconds:.1f} s")
 
 
 def _names(text: str) -> list[str]:
