@@ -179,12 +179,9 @@ def mix(
     json_output: bool = JSON,
 ) -> None:
     """Mix data sets into one training manifest without copying pictures: paths point into the sources, scenes are prefixed with each source's folder name, splits stay the sources' own."""
-    from lasagna_core.errors import UsageError
     from lasagna_core.synth.mix import MixSource, mix as mix_sets
 
-    if len(paths) < 2:
-        raise UsageError("give at least one data set folder and then the output folder: lasagna dataset mix SRC... OUT")
-    *sources, out_dir = paths
+    *sources, out_dir = paths  # no source: `mix` refuses it in the same words as the other commands
     result = mix_sets(Path(out_dir), [MixSource.parse(s) for s in sources], white_light=white_light, overwrite=overwrite)
     if json_output:
         print_json(result.as_dict())
