@@ -3,12 +3,14 @@ the merged image Lasagna stored (within 1/255 mean and 3/255 max). One GIMP star
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 from psd_tools import PSDImage
 
 from lasagna_core.document import load
@@ -16,7 +18,7 @@ from lasagna_core.writing import save_psd
 from lasagna_core.layers import BlendMode, PixelNode
 from lasagna_core.edit import run_edit
 from tests.conftest import EXAMPLE_PSD, edit_job, photoshop
-from tests.gimp import gimp_open_many, read_png
+from tests.gimp import gimp_flatten, gimp_open_many, read_png
 from tests.tiny_sd import make_tiny_sd
 
 pytestmark = pytest.mark.gimp
@@ -72,9 +74,30 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Opened]:
     return {name: Opened(docs[name], pngs[name], doc.layers) for name, doc in zip(docs, results)}
 
 
-def _errors(psd: Path, png: Path, ignore: np.ndarray | None = None) -> tuple[float, float]:
-    diff = np.abs(PSDImage.open(psd).numpy()[..., :3] - read_png(png)[..., :3])
-    return float(diff.mean()), float((diff if ignore is None else diff[~ignore]).max())
+@dataclass
+class Agreement:
+    """How GIMP's flatten of a document compares with the merged image Lasagna stored in it."""
+
+    mean: float  # over the whole canvas
+    worst: float  # outside the ignored pixels
+    differing: float  # share of canvas pixels more than 3/255 apart (ignored ones left out)
+    gimp_alpha: float  # mean alpha of GIMP's flatten: near 0 where GIMP left tiles unrendered
+
+    @property
+    def agrees(self) -> bool:
+        return self.mean <= 1 / 255 and self.worst <= 3 / 255
+
+    def __str__(self) -> str:
+        return (f"mean {self.mean * 255:.3f}/255, max {self.worst * 255:.3f}/255, {self.differing:.1%} of pixels "
+                f"apart, GIMP's mean alpha {self.gimp_alpha:.3f}")
+
+
+def _agreement(psd: Path, png: Path, ignore: np.ndarray | None = None) -> Agreement:
+    gimp = read_png(png)
+    diff = np.abs(PSDImage.open(psd).numpy()[..., :3] - gimp[..., :3])
+    kept = diff if ignore is None else diff[~ignore]
+    return Agreement(float(diff.mean()), float(kept.max()), float((kept.max(-1) > 3 / 255).mean()),
+                     float(gimp[..., 3].mean()) if gimp.shape[-1] == 4 else 1.0)
 
 
 def _soft_edge_of(psd: Path, layer_name: str) -> np.ndarray:
@@ -88,13 +111,39 @@ def _soft_edge_of(psd: Path, layer_name: str) -> np.ndarray:
     return edge
 
 
+def _judged(psd: Path, png: Path, ignore: np.ndarray | None) -> tuple[Agreement, Agreement | None]:
+    """GIMP's flatten `png` against the stored merged image and, when they disagree, a second render of `psd`
+    by a fresh GIMP start: once, in CI, one document's flatten came out wrong over much of the canvas (mean
+    79/255) where 270 renders of the same file here all agreed. A file we wrote wrongly disagrees on every
+    render."""
+    first = _agreement(psd, png, ignore)
+    if first.agrees:
+        return first, None
+    again = png.with_name(f"{png.stem}-again.png")
+    gimp_flatten(psd, again)
+    return first, _agreement(psd, again, ignore)
+
+
 @pytest.mark.parametrize("name", [*CASES, "unicode-names", "shade", "colorize", "clipped"])
 def test_gimp_flatten_matches_stored_merged_image(written: dict[str, Opened], name: str) -> None:
     # GIMP composites a clipped layer over a partly transparent base pixel without the W3C (1 - ab) * Cs term
     # (docs/GIMP.md), so on the clip base's anti-aliased outline the two renderers may differ by design.
-    ignore = _soft_edge_of(written[name].psd, "Orange") if name == "clipped" else None
-    mean, worst = _errors(written[name].psd, written[name].png, ignore)
-    assert mean <= 1 / 255 and worst <= 3 / 255, f"{name}: mean {mean * 255:.3f}/255, max {worst * 255:.3f}/255"
+    psd = written[name].psd
+    first, second = _judged(psd, written[name].png, _soft_edge_of(psd, "Orange") if name == "clipped" else None)
+    if second is not None:
+        assert second.agrees, f"{name}: first render {first}; a second GIMP start: {second}"
+        warnings.warn(f"{name}: GIMP's first flatten disagreed ({first}), a second GIMP start agrees ({second})")
+
+
+def test_a_disagreeing_flatten_is_rendered_again(written: dict[str, Opened], tmp_path: Path) -> None:
+    # A flatten with its lower half unrendered (transparent black): the second start decides.
+    broken = tmp_path / "shade-gimp.png"
+    pixels = read_png(written["shade"].png)
+    pixels[pixels.shape[0] // 2:] = 0
+    Image.fromarray((pixels * 255).round().astype(np.uint8)).save(broken)
+    first, second = _judged(written["shade"].psd, broken, None)
+    assert not first.agrees and first.differing > 0.4 and first.gimp_alpha < 0.6
+    assert second is not None and second.agrees and second.differing == 0.0
 
 
 def test_gimp_reads_the_new_layers_with_their_modes(written: dict[str, Opened]) -> None:
