@@ -36,6 +36,7 @@ def builtin(
     size: int = typer.Option(32, "--size", min=8, help="Training resolution in pixels (square); the prior's working size."),
     dropout: float = typer.Option(0.1, "--dropout", min=0.0, max=1.0, help="Classifier-free dropout of the direction and of the base."),
     init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from this prior ('builtin' for the shipped one, or a weights file) instead of random weights."),
+    light_color: bool = typer.Option(False, "--light-color", help="Condition on the light's colour (the manifest's light_color): 3 more input channels, zero-initialised in an --init prior without them."),
     seed: int = Seed,
     resume: bool = Resume,
     checkpoint_every: int = CheckpointEvery,
@@ -52,7 +53,8 @@ def builtin(
         raise UsageError("--size must be a multiple of 4")
     config = BuiltinConfig(
         steps=steps or BuiltinConfig.steps, batch_size=batch_size, learning_rate=lr, size=size, dropout=dropout,
-        seed=seed, resume=resume, checkpoint_every=checkpoint_every, max_minutes=max_minutes, init=init,
+        light_color=light_color, seed=seed, resume=resume, checkpoint_every=checkpoint_every, max_minutes=max_minutes,
+        init=init,
     )
     with _progress("training built-in prior", log_every) as on_progress:
         result = train_builtin(data, out, config, on_progress=on_progress)

@@ -36,6 +36,10 @@ LIGHT_COLORS: dict[str, LightColor] = {c.name: c for c in (
 """Name -> colour; the order is fixed (a random draw picks by index)."""
 
 
+WHITE = (1.0, 1.0, 1.0)
+"""The colour of plain light: what a prompt with no colour word asks for."""
+
+
 _SPELLINGS = {
     "warm": "warm", "golden": "golden", "gold": "golden", "yellow": "golden", "sunset": "sunset", "orange": "sunset",
     "sunrise": "sunset", "cool": "cool", "cold": "cool", "blue": "blue", "moonlight": "moonlight", "moonlit": "moonlight",

@@ -1,8 +1,10 @@
 """A hand-made relighting manifest for tests: flat-coloured discs lit by a linear ramp from the named side.
 
-    make_manifest(folder, *, scenes=4, directions=("left", "right", "top"), size=16, splits=None) -> Path
+    make_manifest(folder, *, scenes=4, directions=("left", "right", "top"), size=16, splits=None, lights=None) -> Path
         Writes PNGs and `manifest.jsonl` in the format `lasagna train` reads; returns the folder.
         `splits` maps a scene index to "train"/"val"/"test" (default: all train but the last scene, which is test).
+        `lights`: sRGB light colours given to the pairs in turn (the lit disc is tinted by it, the line
+        records it as `light_color`); None: white light, no `light_color`.
 
     TINY_UNET: a UNet2DModel architecture override small enough to train in a second.
 """
@@ -40,7 +42,7 @@ def _png(array: np.ndarray, path: Path) -> str:
 
 
 def make_manifest(folder: Path, *, scenes: int = 4, directions=("left", "right", "top"), size: int = 16,
-                  splits: dict[int, str] | None = None) -> Path:
+                  splits: dict[int, str] | None = None, lights: list[tuple[float, float, float]] | None = None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -58,8 +60,11 @@ def make_manifest(folder: Path, *, scenes: int = 4, directions=("left", "right",
         for d in directions:
             x, y, _ = DIRECTIONS[d]
             shade = np.clip(0.6 + 0.4 * (x * px + y * py), 0, 1.2)
-            target = np.where(mask[..., None] > 0, base * shade[..., None], base)
-            lines.append({"input": base_name, "target": _png(target, folder / f"s{s}_{d}.png"), "prompt": PROMPTS[d],
-                          "direction": d, "mask": mask_name, "split": split, "scene": f"s{s}"})
+            light = None if lights is None else lights[len(lines) % len(lights)]
+            tint = np.ones(3, np.float32) if light is None else np.asarray(light, np.float32)
+            target = np.where(mask[..., None] > 0, base * shade[..., None] * tint, base)
+            line = {"input": base_name, "target": _png(target, folder / f"s{s}_{d}.png"), "prompt": PROMPTS[d],
+                    "direction": d, "mask": mask_name, "split": split, "scene": f"s{s}"}
+            lines.append(line if light is None else {**line, "light_color": list(light)})
     (folder / "manifest.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines), encoding="utf-8")
     return folder

@@ -254,3 +254,39 @@ def test_shipped_prior_shades_the_example_document_from_the_asked_side(tmp_path,
     composite = load(out).base.astype(np.float64)
     assert shading_strength(composite, base, np.ones(base.shape[1:])) >= 1.5
     assert direction_correlation(composite, base, None, vector) > 0.2
+
+
+def test_a_light_color_prior_hears_the_prompts_colour_and_shades(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from psd_tools import PSDImage
+    from typer.testing import CliRunner
+
+    from lasagna_cli.app import app
+
+    torch.manual_seed(0)
+    unet = pixel_file.new_unet({**tiny_unet(SIZE, len(DIRS)), "in_channels": builtin.in_channels(light_color=True)})
+    weights = save_weights(unet, tmp_path / "colour.safetensors", task="relight", classes=DIRS,
+                           scheduler_config=pixel_file.default_scheduler_config())
+    prior = load_prior(PriorSettings(str(weights), device="cpu"))
+    assert isinstance(prior, BuiltinPrior) and prior.knows_light_color
+    base = torch.full((1, 3, SIZE, SIZE), 0.5)
+    samples = {p: prior.sample(base, [p], steps=3, generator=torch.Generator().manual_seed(0))
+               for p in ("red light from the left", "blue light from the left", "light from the left")}
+    assert (samples["red light from the left"] - samples["blue light from the left"]).abs().max() > 1e-3
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).uniform(0, 1, (40, 56, 3)) * 255).astype(np.uint8)).save(photo)
+    out = tmp_path / "photo.psd"
+    result = CliRunner().invoke(app, ["shade", str(photo), "-p", "warm light from the left", "--model", str(weights),
+                                      "--steps", "2", "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert [(l.name, l.blend_mode.name) for l in PSDImage.open(out)][-2:] == [("Shadows", "MULTIPLY"), ("Light", "SCREEN")]
+
+
+def test_a_file_with_other_input_channels_is_refused_with_one_line(tmp_path):
+    unet = pixel_file.new_unet({**tiny_unet(SIZE, len(DIRS)), "in_channels": 7})
+    weights = save_weights(unet, tmp_path / "odd.safetensors", task="relight", classes=DIRS,
+                           scheduler_config=pixel_file.default_scheduler_config())
+    with pytest.raises(ModelError) as e:
+        load_prior(PriorSettings(str(weights), device="cpu"))
+    assert "needs 6 or 9 input and 3 output channels" in _one_line(e)

@@ -117,6 +117,49 @@ def test_checkpoints_of_the_previous_version_still_resume(data, tmp_path):
     assert not first.finished and resumed.finished and resumed.steps_done == 4
 
 
+def test_light_color_fine_tune_starts_as_its_start_and_conditions_on_the_manifests_colours(tmp_path):
+    from lasagna_core.light_colors import LIGHT_COLORS
+    from lasagna_core.priors.schedule import NoiseSchedule
+    from lasagna_core.train.builtin import _builtin_batch
+    from lasagna_core.train.manifest import load_pairs
+
+    red, blue = LIGHT_COLORS["red"].rgb, LIGHT_COLORS["blue"].rgb
+    colored = make_manifest(tmp_path / "colored", scenes=4, size=SIZE, lights=[red, blue, (1.0, 1.0, 1.0)])
+    start = train_builtin(colored, tmp_path / "start.safetensors", _config()).output
+    widened = train_builtin(colored, tmp_path / "wide.safetensors", _config(learning_rate=0.0, unet=None, init=str(start),
+                                                                            light_color=True))
+    a, b = BuiltinPrior.load(str(start)), BuiltinPrior.load(str(widened.output))
+    assert not a.knows_light_color and b.knows_light_color and b.training["light_color"] is True
+    assert b.unet.config.in_channels == a.unet.config.in_channels + 3
+    conv_a, conv_b = a.unet.conv_in.weight, b.unet.conv_in.weight
+    assert torch.allclose(conv_b[:, :6], conv_a, atol=1e-6) and torch.count_nonzero(conv_b[:, 6:]) == 0
+    # with zero weights on the colour the widened prior predicts what its start did, whatever colour is asked
+    base = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    noisy, t = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)), torch.tensor([500])
+    for prompt in ("red light from the left", "light from the left"):
+        ca, cb = a.condition(prompt, base), b.condition(prompt, base)
+        assert cb.channels.shape[1] == 6 and ca.channels.shape[1] == 3
+        assert torch.allclose(torch.cat(b.predict_noise(noisy, t, cb)), torch.cat(a.predict_noise(noisy, t, ca)), atol=1e-5)
+    # the prompt's colour word becomes constant planes (white without one) and the trainer feeds the manifest's
+    # colours the same way, zeroed with the base when the base is dropped
+    assert torch.allclose(b.condition("red light from the left", base).channels[0, 3:, 2, 5], torch.tensor(red) * 2 - 1)
+    assert torch.equal(b.condition("light from the left", base).channels[0, 3:], torch.ones(3, SIZE, SIZE))
+    pairs = load_pairs(read_manifest(colored, "train"), SIZE)
+    batch = _builtin_batch(pairs, _config(batch_size=64, dropout=0.3), NoiseSchedule.from_config(a.scheduler_config),
+                           torch.Generator().manual_seed(0), pairs.bases.shape[0], True)
+    planes = batch["input"][:, 6:9, 0, 0]
+    dropped = batch["input"][:, 3:6].flatten(1).abs().amax(1) == 0
+    seen = {tuple(round(v, 3) for v in ((row + 1) / 2).tolist()) for row in planes[~dropped]}
+    assert seen == {tuple(round(v, 3) for v in c) for c in (red, blue, (1.0, 1.0, 1.0))}
+    assert dropped.any() and torch.count_nonzero(planes[dropped]) == 0
+    # the colour is learnt from: on the coloured data the conditioned loss falls like the plain one
+    fit = train_builtin(colored, tmp_path / "fit.safetensors", _config(steps=25, overfit_one_batch=True, flip=False,
+                                                                       unet=None, init=str(start), light_color=True))
+    assert sum(fit.history["loss"][-5:]) < 0.6 * sum(fit.history["loss"][:5])
+    with pytest.raises(UsageError, match="--light-color needs 9 input channels"):
+        train_builtin(colored, tmp_path / "narrow.safetensors", _config(light_color=True))
+
+
 def test_train_builtin_command(data, tmp_path):
     out = tmp_path / "cli.safetensors"
     result = CliRunner().invoke(app, ["train", "builtin", "--data", str(data), "--out", str(out), "--steps", "2",
@@ -124,6 +167,12 @@ def test_train_builtin_command(data, tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout.strip().splitlines()[-1])
     assert info["finished"] and Path(info["output"]).is_file() and out.with_name(out.name + ".sha256").is_file()
+    assert not BuiltinPrior.load(str(out)).knows_light_color
+    colour = tmp_path / "colour.safetensors"
+    result = CliRunner().invoke(app, ["train", "builtin", "--data", str(data), "--out", str(colour), "--steps", "2",
+                                      "--batch-size", "4", "--size", "16", "--light-color", "--init", str(out)])
+    assert result.exit_code == 0, result.output
+    assert BuiltinPrior.load(str(colour)).knows_light_color
     bad = CliRunner().invoke(app, ["train", "builtin", "--data", str(tmp_path / "none"), "--out", str(out)])
     assert bad.exit_code == 2
 

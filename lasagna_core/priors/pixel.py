@@ -50,13 +50,15 @@ class PixelPrior(Prior):
     """SDS and direct sampling through a pixel-space conditional U-Net (see module doc).
 
     Attributes: `unet` (frozen), `classes` (names in class-id order), `null_class`, `resolution`, `multiple`,
-    `schedule`, `scheduler_config`, `training` (what the weights file says about how it was trained), `source`.
+    `schedule`, `scheduler_config`, `training` (what the weights file says about how it was trained), `source`,
+    `has_optional_channels` (the file's network takes the family's `optional_channels` too).
     """
 
     task: ClassVar[str]
     model_name: ClassVar[str]  # what --model says for the shipped weights ("builtin")
     weights_file: ClassVar[str]  # the shipped file, in lasagna_core/weights
     condition_channels: ClassVar[int]
+    optional_channels: ClassVar[int] = 0  # condition channels a newer file of the family adds after the pictures
     what: ClassVar[str]  # "relighting", "colouring": for messages
     unconditional_drops_pictures: ClassVar[bool] = False  # the uncond row: zeros for the pictures too, not only the null class
 
@@ -84,11 +86,13 @@ class PixelPrior(Prior):
                 f"Model '{source}': its U-Net has {unet.config.num_class_embeds} classes but the file names "
                 f"{len(self.classes)} (+1 null class)."
             )
-        if unet.config.in_channels != 3 + self.condition_channels or unet.config.out_channels != 3:
+        accepted = sorted({3 + self.condition_channels, 3 + self.condition_channels + self.optional_channels})
+        if unet.config.in_channels not in accepted or unet.config.out_channels != 3:
             raise ModelError(
                 f"Model '{source}' is not a built-in {self.what} prior "
-                f"(needs {3 + self.condition_channels} input and 3 output channels)."
+                f"(needs {' or '.join(map(str, accepted))} input and 3 output channels)."
             )
+        self.has_optional_channels = bool(self.optional_channels) and unet.config.in_channels == max(accepted)
         self.unet = unet
         unet.requires_grad_(False)
         unet.eval()

@@ -1,7 +1,9 @@
 """`lasagna train builtin`: the built-in pixel-space prior (`lasagna_core.priors.builtin`), eps-prediction DDPM
-on the relit image, given the base as extra channels and the direction as a class, both dropped at random
-(classifier-free guidance). Horizontal flips with left<->right swapped double the data. Weights are kept as
-an exponential moving average (EMA), which is what gets saved."""
+on the relit image, given the base as extra channels (with `light_color`, the light's colour too) and the
+direction as a class, both dropped at random (classifier-free guidance). Horizontal flips with left<->right
+swapped double the data. Weights are kept as an exponential moving average (EMA), which is what gets saved.
+A fine-tune from a prior without the light-colour channels gets them with zero weights, so it starts as the
+prior it starts from and learns what the colour adds."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from .run import ProgressCallback, TrainingRun, TrainResult
 @dataclass
 class BuiltinConfig(DenoiserSettings):
     dropout: float = 0.1  # probability of dropping the direction, and (independently) the base
+    light_color: bool = False  # condition on the light's colour (the manifest's light_color; white when absent)
 
 
 def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: ProgressCallback | None = None) -> TrainResult:
@@ -50,10 +53,15 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
     directions = train.directions
     if start is not None:
         unet_config = pixel_file.fine_tune_config(start.unet, config.size)
+        if config.light_color:
+            unet_config["in_channels"] = builtin.in_channels(light_color=True)
         sched_config = start.scheduler_config
     else:
-        unet_config = config.unet or builtin.default_unet_config(config.size, len(directions))
+        unet_config = config.unet or builtin.default_unet_config(config.size, len(directions), light_color=config.light_color)
         sched_config = pixel_file.default_scheduler_config()
+    light = builtin.takes_light_color(unet_config)
+    if config.light_color and not light:
+        raise UsageError(f"--light-color needs {builtin.in_channels(True)} input channels; the architecture given has {unet_config['in_channels']}")
     model, ema, optimizer = new_denoiser(unet_config, None if start is None else start.unet, config)
     schedule = NoiseSchedule.from_config(sched_config)
     rng = torch.Generator().manual_seed(config.seed)
@@ -64,8 +72,8 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
     run.resume()
 
     n = train.bases.shape[0]
-    val_batch = _fixed_val_batch(val, schedule) if val is not None else None
-    fit_denoiser(model, ema, optimizer, run, config, lambda: _builtin_batch(train, config, schedule, rng, n),
+    val_batch = _fixed_val_batch(val, schedule, light) if val is not None else None
+    fit_denoiser(model, ema, optimizer, run, config, lambda: _builtin_batch(train, config, schedule, rng, n, light),
                  val_batch, on_progress)
 
     seconds, finished, step, history = run.seconds, run.finished, run.step, run.history
@@ -75,6 +83,7 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
         "size": config.size,
+        "light_color": light,
         "train_pairs": n,
         "train_scenes": len({e.scene for e in train_examples}),
         "wall_seconds": round(seconds, 1),
@@ -111,9 +120,12 @@ def _initial_prior(model: str) -> _StartingPoint:
     return _StartingPoint(prior.unet, prior.directions, prior.scheduler_config, weights)
 
 
-def _builtin_batch(pairs: PairSet, config: BuiltinConfig, schedule: NoiseSchedule, rng: torch.Generator, n: int) -> dict[str, Tensor]:
+def _builtin_batch(pairs: PairSet, config: BuiltinConfig, schedule: NoiseSchedule, rng: torch.Generator, n: int,
+                   light: bool) -> dict[str, Tensor]:
+    from ..priors.builtin import condition_pictures
+
     idx = torch.randint(0, n, (config.batch_size,), generator=rng)
-    base = pairs.bases[idx].float() / 127.5 - 1
+    base = pairs.bases[idx].float() / 255
     target = pairs.targets[idx].float() / 127.5 - 1
     classes = pairs.classes[idx].clone()
     if config.flip:
@@ -125,15 +137,16 @@ def _builtin_batch(pairs: PairSet, config: BuiltinConfig, schedule: NoiseSchedul
     drop_class = torch.rand(config.batch_size, generator=rng) < config.dropout
     drop_base = torch.rand(config.batch_size, generator=rng) < config.dropout
     classes[drop_class | (classes < 0)] = null
-    base[drop_base] = 0.0
+    pictures = condition_pictures(base, pairs.lights[idx] if light else None)
+    pictures[drop_base] = 0.0
     t = torch.randint(0, schedule.num_train_timesteps, (config.batch_size,), generator=rng)
     noise = torch.randn(target.shape, generator=rng)
     noisy = schedule.add_noise(target, noise, t)
-    return {"input": torch.cat([noisy, base], 1), "t": t, "classes": classes,
+    return {"input": torch.cat([noisy, pictures], 1), "t": t, "classes": classes,
             "target": schedule.training_target(target, noise, t)}
 
 
-def _fixed_val_batch(val: PairSet, schedule: NoiseSchedule) -> dict[str, Tensor]:
+def _fixed_val_batch(val: PairSet, schedule: NoiseSchedule, light: bool) -> dict[str, Tensor]:
     rng = torch.Generator().manual_seed(1234)
     cfg = BuiltinConfig(batch_size=val.bases.shape[0], dropout=0.0, flip=False)
-    return _builtin_batch(val, cfg, schedule, rng, val.bases.shape[0])
+    return _builtin_batch(val, cfg, schedule, rng, val.bases.shape[0], light)

@@ -36,17 +36,28 @@ Batch = dict[str, Tensor]  # input [B,C,S,S], t [B], classes [B], target [B,3,S,
 
 def new_denoiser(unet_config: dict[str, Any], start: Any | None, config: DenoiserSettings) -> tuple[Any, Any, torch.optim.Optimizer]:
     """(model, ema, optimizer) for a run: a fresh U-Net seeded by `config.seed` (or `start`'s weights for a
-    fine-tune), its frozen moving-average copy, and AdamW without weight decay."""
+    fine-tune), its frozen moving-average copy, and AdamW without weight decay. Input channels `start` lacks
+    (a condition added by the fine-tune) get zero weights, as IC-Light widens Stable Diffusion's `conv_in`:
+    the widened network computes exactly what `start` did until training gives them a use."""
     from ..priors.pixel_file import new_unet
 
     torch.manual_seed(config.seed)
     model = new_unet(unet_config)
     if start is not None:
-        model.load_state_dict(start.state_dict())
+        model.load_state_dict(_widened(start.state_dict(), model.state_dict()["conv_in.weight"].shape[1]))
     ema = new_unet(unet_config)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     return model, ema, torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+
+
+def _widened(state: dict[str, Tensor], in_channels: int) -> dict[str, Tensor]:
+    weight = state["conv_in.weight"]
+    missing = in_channels - weight.shape[1]
+    if missing <= 0:
+        return state
+    zeros = weight.new_zeros(weight.shape[0], missing, *weight.shape[2:])
+    return {**state, "conv_in.weight": torch.cat([weight, zeros], 1)}
 
 
 def fit_denoiser(

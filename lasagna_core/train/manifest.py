@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DocumentError, UsageError
+from ..light_colors import WHITE
 from ..synth.dataset import MANIFEST
 from ..synth.dataset import read_manifest as read_records
 
@@ -67,13 +68,15 @@ def _to_uint8(image: Tensor) -> Tensor:
 
 @dataclass
 class PairSet:
-    """A split held in memory as uint8: bases/targets [N,3,S,S], class ids [N], mirror ids [N] (-1 = none)."""
+    """A split held in memory as uint8: bases/targets [N,3,S,S], class ids [N], mirror ids [N] (-1 = none), and
+    each pair's light colour [N,3] float32 in [0,1] (white for white light)."""
 
     bases: Tensor
     targets: Tensor
     classes: Tensor
     mirrored: Tensor
     directions: list[str]
+    lights: Tensor
 
 
 def load_pairs(examples: list[Example], size: int, directions: list[str] | None = None) -> PairSet:
@@ -99,7 +102,8 @@ def load_pairs(examples: list[Example], size: int, directions: list[str] | None 
     classes = torch.tensor([directions.index(e.direction) if e.direction in directions else -1 for e in examples])
     mirror = [mirror_direction(d, directions) for d in directions]
     mirrored = torch.tensor([mirror[c] if c >= 0 else -1 for c in classes.tolist()])
-    return PairSet(bases, targets, classes, mirrored, list(directions))
+    lights = torch.tensor([e.light_color or WHITE for e in examples], dtype=torch.float32)
+    return PairSet(bases, targets, classes, mirrored, list(directions), lights)
 
 
 def mirror_direction(direction: str, directions: list[str]) -> int:
