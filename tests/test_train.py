@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from lasagna_cli.app import app
 from lasagna_core.errors import UsageError
 from lasagna_core.priors.builtin import BuiltinPrior
+from lasagna_core.priors.pixel_file import read_metadata
 from lasagna_core.train.builtin import BuiltinConfig, train_builtin
 from lasagna_core.train.controlnet import ControlNetConfig, train_controlnet
 from lasagna_core.train.manifest import mirror_direction, read_manifest
@@ -63,6 +64,9 @@ def test_builtin_resume_continues_exactly(data, tmp_path):
     straight = train_builtin(data, tmp_path / "a.safetensors", _config())
     first = train_builtin(data, tmp_path / "b.safetensors", _config(max_minutes=0.0))  # stops after one step
     assert not first.finished and first.steps_done == 1 and checkpoint_dir(tmp_path / "b.safetensors").is_dir()
+    second = train_builtin(data, tmp_path / "b.safetensors", _config(max_minutes=0.0))  # a stop rewrites the weights
+    record = json.loads(read_metadata(second.output)["training"])  # read as data: loading a prior pins torch to 1 thread
+    assert (second.steps_done, record["steps"], record["finished"]) == (2, 2, False)
     resumed = train_builtin(data, tmp_path / "b.safetensors", _config())
     assert resumed.finished and resumed.steps_done == 4
     assert resumed.history["loss"] == pytest.approx(straight.history["loss"], rel=1e-5)

@@ -32,7 +32,9 @@ class BuiltinConfig(DenoiserSettings):
 
 def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: ProgressCallback | None = None) -> TrainResult:
     """Train (or resume) the built-in prior on `data`'s train split; write `out` (.safetensors + .sha256) and
-    `out` with suffix `.loss.png`. Returns when done or after `max_minutes` (then `finished` is False)."""
+    `out` with suffix `.loss.png`, the newest moving-average weights whether the run finished or stopped at
+    `max_minutes` (then `finished` is False, in the result and in the file's training record), so a long run
+    can be evaluated between sessions, as `train_color` does."""
     from ..priors import builtin, pixel_file
 
     started = time.perf_counter()
@@ -94,8 +96,7 @@ def train_builtin(data: Path, out: Path, config: BuiltinConfig, *, on_progress: 
         "threads": torch.get_num_threads(),
         "finished": finished,
     }
-    if finished or not out.exists():
-        pixel_file.save_weights(ema, out, task="relight", classes=directions, scheduler_config=sched_config, training=training)
+    pixel_file.save_weights(ema, out, task="relight", classes=directions, scheduler_config=sched_config, training=training)
     return TrainResult(out, step, config.steps, seconds, finished, curve, {**history, "training": training})
 
 
