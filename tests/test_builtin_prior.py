@@ -25,12 +25,33 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
     return text
 
 
+def _weights_file(path: Path, **architecture) -> Path:
+    """A tiny relighting prior's weights file (seeded), with `architecture` overriding the tiny U-Net's."""
+    torch.manual_seed(0)
+    unet = pixel_file.new_unet({**tiny_unet(SIZE, len(DIRS)), **architecture})
+    return save_weights(unet, path, task="relight", classes=DIRS, scheduler_config=pixel_file.default_scheduler_config(), training={"steps": 0})
+
+
+def _shade_a_photo(tmp_path: Path, prompt: str, weights: Path, name: str = "photo"):
+    """`lasagna shade` of a small random photo with `weights`, two steps: (the CLI result, the output PSD)."""
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from lasagna_cli.app import app
+
+    photo = tmp_path / "photo.png"
+    if not photo.exists():
+        Image.fromarray((np.random.default_rng(0).uniform(0, 1, (40, 56, 3)) * 255).astype(np.uint8)).save(photo)
+    out = tmp_path / f"{name}.psd"
+    result = CliRunner().invoke(app, ["shade", str(photo), "-p", prompt, "--model", str(weights), "--steps", "2",
+                                      "-o", str(out), "--device", "cpu"])
+    return result, out
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    unet = pixel_file.new_unet(tiny_unet(SIZE, len(DIRS)))
-    path = tmp_path_factory.mktemp("builtin") / "prior.safetensors"
-    return save_weights(unet, path, task="relight", classes=DIRS, scheduler_config=pixel_file.default_scheduler_config(), training={"steps": 0})
+    return _weights_file(tmp_path_factory.mktemp("builtin") / "prior.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -136,21 +157,10 @@ def test_controlnet_with_builtin_is_refused(weights):
 
 
 def test_shade_command_runs_with_a_builtin_model_file(weights, tmp_path):
-    import numpy as np
-    from PIL import Image
-    from typer.testing import CliRunner
-
-    from lasagna_cli.app import app
-
-    photo = tmp_path / "photo.png"
-    Image.fromarray((np.random.default_rng(0).uniform(0, 1, (40, 56, 3)) * 255).astype(np.uint8)).save(photo)
-    out = tmp_path / "photo.psd"
-    result = CliRunner().invoke(app, ["shade", str(photo), "-p", "light from the left", "--model", str(weights),
-                                      "--steps", "2", "-o", str(out), "--device", "cpu"])
+    result, out = _shade_a_photo(tmp_path, "light from the left", weights)
     assert result.exit_code == 0, result.output
     assert out.is_file()
-    bad = CliRunner().invoke(app, ["shade", str(photo), "-p", "make it nice", "--model", str(weights), "--steps", "2",
-                                   "-o", str(tmp_path / "x.psd"), "--device", "cpu"])
+    bad, _ = _shade_a_photo(tmp_path, "make it nice", weights, name="x")
     assert bad.exit_code == 2 and "light direction" in bad.output
 
 
@@ -257,36 +267,22 @@ def test_shipped_prior_shades_the_example_document_from_the_asked_side(tmp_path,
 
 
 def test_a_light_color_prior_hears_the_prompts_colour_and_shades(tmp_path):
-    import numpy as np
-    from PIL import Image
     from psd_tools import PSDImage
-    from typer.testing import CliRunner
 
-    from lasagna_cli.app import app
-
-    torch.manual_seed(0)
-    unet = pixel_file.new_unet({**tiny_unet(SIZE, len(DIRS)), "in_channels": builtin.in_channels(light_color=True)})
-    weights = save_weights(unet, tmp_path / "colour.safetensors", task="relight", classes=DIRS,
-                           scheduler_config=pixel_file.default_scheduler_config())
+    weights = _weights_file(tmp_path / "colour.safetensors", in_channels=builtin.in_channels(light_color=True))
     prior = load_prior(PriorSettings(str(weights), device="cpu"))
     assert isinstance(prior, BuiltinPrior) and prior.knows_light_color
     base = torch.full((1, 3, SIZE, SIZE), 0.5)
     samples = {p: prior.sample(base, [p], steps=3, generator=torch.Generator().manual_seed(0))
                for p in ("red light from the left", "blue light from the left", "light from the left")}
     assert (samples["red light from the left"] - samples["blue light from the left"]).abs().max() > 1e-3
-    photo = tmp_path / "photo.png"
-    Image.fromarray((np.random.default_rng(0).uniform(0, 1, (40, 56, 3)) * 255).astype(np.uint8)).save(photo)
-    out = tmp_path / "photo.psd"
-    result = CliRunner().invoke(app, ["shade", str(photo), "-p", "warm light from the left", "--model", str(weights),
-                                      "--steps", "2", "-o", str(out), "--device", "cpu"])
+    result, out = _shade_a_photo(tmp_path, "warm light from the left", weights)
     assert result.exit_code == 0, result.output
     assert [(l.name, l.blend_mode.name) for l in PSDImage.open(out)][-2:] == [("Shadows", "MULTIPLY"), ("Light", "SCREEN")]
 
 
 def test_a_file_with_other_input_channels_is_refused_with_one_line(tmp_path):
-    unet = pixel_file.new_unet({**tiny_unet(SIZE, len(DIRS)), "in_channels": 7})
-    weights = save_weights(unet, tmp_path / "odd.safetensors", task="relight", classes=DIRS,
-                           scheduler_config=pixel_file.default_scheduler_config())
+    weights = _weights_file(tmp_path / "odd.safetensors", in_channels=7)
     with pytest.raises(ModelError) as e:
         load_prior(PriorSettings(str(weights), device="cpu"))
     assert "needs 6 or 9 input and 3 output channels" in _one_line(e)
