@@ -1,5 +1,6 @@
 """lasagna_core.evaluate.colouring on a line drawing made here: two nested rings, their truth, and results
-that are right, bled across a line, blurred, leaked out of the drawing or flood-filled."""
+that are right, bled across a line, blurred, leaked out of the drawing, flood-filled or painting paper that
+the drawing encloses."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from lasagna_core.color import ciede2000, srgb_to_lab
 from lasagna_core.evaluate.colouring import (
     crossing_share,
+    enclosed_paper,
     flood_fill_baseline,
     hint_errors,
     lightness_drift,
@@ -80,6 +82,22 @@ def test_the_flats_of_a_blurry_colour_are_one_colour_and_do_not_cross():
     result = fill_flats(regions, blurry).rgb
     scores = score_colouring(result, TRUTH, LABELS, lines=COVER)
     assert scores.one_colour == 1.0 and scores.crossing < 0.005 and scores.unhinted_error < 2.0
+
+
+def test_paper_the_drawing_encloses_is_a_region_of_its_own_not_the_paper_around():
+    donut = np.where(D < 60, -1, LABELS)  # the inner disc is paper seen through a red ring
+    split, first = enclosed_paper(donut)
+    assert first == 10 and set(np.unique(split[D < 58]).tolist()) == {10} and split[5, 5] == -1
+    assert enclosed_paper(LABELS)[0].tolist() == LABELS.tolist()  # nothing enclosed: unchanged
+    truth = paint(((D >= 60) & (D < 150), RED))
+    kept = score_colouring(truth, truth, donut, lines=COVER)
+    assert kept.holes_kept_paper == 1.0 and kept.crossing == 0.0 and kept.unhinted_error == pytest.approx(0.0, abs=1e-6)
+    # the ring's red painted into the hole stays inside the hole's lines: a wrong colour, not a crossing
+    painted = score_colouring(paint((D < 150, RED)), truth, donut, lines=COVER)
+    assert painted.crossing == 0.0 and painted.one_colour == 1.0 and painted.holes_kept_paper == 0.0
+    white_vs_red = float(ciede2000(srgb_to_lab(np.ones((3, 1, 1)))[:, 0, 0], srgb_to_lab(np.float32(RED).reshape(3, 1, 1))[:, 0, 0]))
+    assert painted.unhinted_error == pytest.approx(white_vs_red / 2, rel=1e-3)  # the ring right, the hole wrong
+    assert np.isnan(score_colouring(TRUTH, TRUTH, LABELS, lines=COVER).holes_kept_paper)  # no hole to keep
 
 
 def test_hint_errors_and_the_flood_fill_baseline_scored_as_white_paper():

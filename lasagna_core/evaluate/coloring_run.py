@@ -75,6 +75,7 @@ class ColorEvalReport:
                 "crossing": _mean(r.get("crossing") for r in rows),
                 "hints_within_5": None if not hints else float(np.mean([e <= HINT_TOLERANCE for e in hints])),
                 "unhinted_error": _mean(r.get("unhinted_error") for r in rows),
+                "holes_kept_paper": _mean(r.get("holes_kept_paper") for r in rows),
                 "hue_within_30": _mean(r.get("hue_ok") for r in rows),
                 "lightness_drift": _mean(r.get("lightness_drift") for r in rows),
                 "chroma_added": _mean(r.get("chroma_added") for r in rows),
@@ -277,6 +278,7 @@ def _add(report: ColorEvalReport, case: str, kind: str, method: str, scores: Any
 
 COLUMNS = (("one_colour", "regions in one colour"), ("crossing", "colour across lines"),
            ("hints_within_5", "hints within dE 5"), ("unhinted_error", "unhinted dE to truth"),
+           ("holes_kept_paper", "holes kept paper"),
            ("hue_within_30", "named hue within 30 deg"), ("lightness_drift", "|dL*| (grey)"),
            ("chroma_added", "chroma added (grey)"))
 
@@ -291,7 +293,7 @@ def coloring_table(report: ColorEvalReport) -> str:
         for key, _ in COLUMNS:
             v = values[key]
             cells.append("-" if v is None else f"{100 * v:.2f}%" if key == "crossing"  # its bar is 0.5%
-                         else f"{100 * v:.1f}%" if key in ("one_colour", "hints_within_5", "hue_within_30") else f"{v:.2f}")
+                         else f"{100 * v:.1f}%" if key in ("one_colour", "hints_within_5", "holes_kept_paper", "hue_within_30") else f"{v:.2f}")
         rows.append(f"| {method} | {values['cases']} | " + " | ".join(cells) + " |")
     return "\n".join([head, rule, *rows]) + f"\n\n{report.cases} scenes of {report.data}, model {report.model}, {report.seconds / 60:.1f} min\n"
 

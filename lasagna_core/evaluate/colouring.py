@@ -2,8 +2,12 @@
 
 The inputs: `result` (3, H, W) sRGB in [0, 1], the colour a method gives every pixel, seen on white paper
 where it leaves the page empty (`flats.Flats.rgb` is exactly that); `truth` the same for the colour art;
-`labels` (H, W) int, the truth's regions (ids >= 0, any numbering; -1: the paper around the drawing, no
-closed region); `lines` (H, W), the line art's ink coverage, or None. Pixels under a line (coverage >=
+`labels` (H, W) int, the truth's regions (ids >= 0, any numbering; -1: paper); `lines` (H, W), the line
+art's ink coverage, or None. Paper the drawing encloses (inside a bag's handle, a ring of beads, between a
+sloth's arms: `enclosed_paper`) is scored as a closed region of its own, white in the truth, since the line
+art draws it as one: a flat that paints it stays inside its lines and is a wrong colour (unhinted error,
+holes kept paper), not a colour across a line. Only the paper touching the canvas edge is "the paper around
+the drawing". Pixels under a line (coverage >=
 LINE_COVERAGE) are not scored: the ink hides the colour there, and where a flat's edge falls inside a line
 is the colourist's choice. A region's colour is its channel-wise median over its scored pixels
 (`flats.region_medians`). Colour differences are CIEDE2000 (about 1 = just noticeable).
@@ -16,6 +20,8 @@ is the colourist's choice. A region's colour is its channel-wise median over its
 * hint errors: per hinted region, the difference of its colour to the hint's (HINT_TOLERANCE is the bar);
 * unhinted error: the mean over the closed regions (of at least MIN_REGION_SHARE) that no hint touched of
   the difference of the region's colour to the truth's colour of the region;
+* holes kept paper: the share of the enclosed paper regions (of at least MIN_REGION_SHARE) whose colour is
+  within HINT_TOLERANCE of the truth's there (the paper), nan where there are none;
 * lightness drift (greyscale inputs): the mean |delta L*| of the result against the grey input, all pixels.
 
 The flood-fill baseline (`flood_fill_baseline`) is the classical tool: every region a hint touches filled
@@ -31,7 +37,7 @@ import numpy as np
 
 from ..color import ciede2000, srgb_to_lab
 from ..flats import Hints, LineRegions, flats_of, region_medians
-from ..labelling import neighbour_pairs
+from ..labelling import components, neighbour_pairs
 
 LINE_COVERAGE = 0.5
 MIN_REGION_SHARE = 0.001
@@ -46,6 +52,7 @@ class ColouringScores:
     crossing: float  # share of scored pixels whose colour crossed a line
     hint_errors: tuple[float, ...]  # CIEDE2000 of each hinted region (in the order given) to its hint
     unhinted_error: float  # mean CIEDE2000 of unhinted regions to the truth (nan: none)
+    holes_kept_paper: float  # share of enclosed paper regions left the paper's colour (nan: none)
     lightness_drift: float | None  # mean |delta L*| against the grey input; None for line art
 
 
@@ -54,16 +61,18 @@ class _Regions:
     """The truth's regions renumbered 0..n-1 (the paper around the drawing, if any, is one of them)."""
 
     index: np.ndarray  # (H, W) int64
-    ids: np.ndarray  # (n,) the caller's id of each (-1: the paper)
+    ids: np.ndarray  # (n,) the caller's id of each (-1: the paper around the drawing; enclosed paper above theirs)
     scored: np.ndarray  # (H, W) bool
     sizes: np.ndarray  # (n,) all pixels
+    holes: np.ndarray  # (n,) bool: enclosed paper
 
     @classmethod
     def of(cls, labels: np.ndarray, lines: np.ndarray | None) -> _Regions:
+        labels, first_hole = enclosed_paper(labels)
         ids, index = np.unique(labels, return_inverse=True)
         index = index.reshape(labels.shape)
         scored = np.ones(labels.shape, bool) if lines is None else lines < LINE_COVERAGE
-        return cls(index, ids, scored, np.bincount(index.ravel(), minlength=ids.size))
+        return cls(index, ids, scored, np.bincount(index.ravel(), minlength=ids.size), ids >= first_hole)
 
     def colours(self, image: np.ndarray) -> np.ndarray:
         """(n, 3) CIE L*a*b*: each region's median colour over its scored pixels."""
@@ -78,6 +87,20 @@ class _Regions:
         if not found.size:
             raise ValueError(f"no region {region_id} in the truth's labels")
         return int(found[0])
+
+
+def enclosed_paper(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """(labels, first): `labels` with each 4-connected piece of paper (-1) that does not touch the canvas edge
+    given an id of its own, from `first` (above every id of the drawing's) up; the paper around stays -1."""
+    first = int(labels.max(initial=-1)) + 1
+    pieces = components(np.where(labels < 0, 0, -1))
+    if pieces.max() < 0:
+        return labels, first
+    around = np.unique(np.concatenate([pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1]]))
+    hole = (pieces >= 0) & ~np.isin(pieces, around)
+    out = labels.copy()
+    out[hole] = first + np.unique(pieces[hole], return_inverse=True)[1].ravel()
+    return out, first
 
 
 def _check(image: np.ndarray, labels: np.ndarray, name: str) -> None:
@@ -132,6 +155,13 @@ class _Result:
             hint = srgb_to_lab(np.asarray(rgb, np.float64).reshape(3, 1, 1))[:, 0, 0]
             out.append(float(ciede2000(self.colours[self.regions.position(region_id)], hint)))
         return tuple(out)
+
+    def holes_kept_paper(self, truth: np.ndarray) -> float:
+        _check(truth, self.regions.index, "truth")
+        holes = self.regions.holes & (self.regions.sizes >= MIN_REGION_SHARE * self.regions.index.size)
+        if not holes.any():
+            return float("nan")
+        return float(np.mean(ciede2000(self.colours[holes].T, self.regions.colours(truth)[holes].T) <= HINT_TOLERANCE))
 
     def unhinted_error(self, truth: np.ndarray, hinted: tuple[int, ...]) -> float:
         _check(truth, self.regions.index, "truth")
@@ -191,5 +221,6 @@ def score_colouring(result: np.ndarray, truth: np.ndarray, labels: np.ndarray, *
         crossing=scored.crossing(),
         hint_errors=scored.hint_errors(hints),
         unhinted_error=scored.unhinted_error(truth, tuple(hints)),
+        holes_kept_paper=scored.holes_kept_paper(truth),
         lightness_drift=None if grey is None else lightness_drift(result, grey),
     )
