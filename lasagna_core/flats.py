@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 
 from .gap_closing import close_gaps
-from .labelling import boundaries, components, grow, neighbour_pairs
+from .labelling import boundaries, components, edge_labels, grow, neighbour_pairs
 
 INK_THRESHOLD = 0.15
 PAPER_PERCENTILE = 90
@@ -166,7 +166,7 @@ def find_regions(base: np.ndarray, *, gap: int | None = None, min_size: int | No
     labels = _merge_small(labels, min_size)
     sizes = np.bincount(labels.ravel()).astype(np.int64)
     outside = np.zeros(sizes.size, bool)
-    outside[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    outside[edge_labels(labels)] = True
     return LineRegions(labels, ink, lines, outside, sizes, closing.gap)
 
 

@@ -57,6 +57,11 @@ def boundaries(labels: np.ndarray) -> np.ndarray:
     return edge
 
 
+def edge_labels(labels: np.ndarray) -> np.ndarray:
+    """The labels of the pixels on the canvas edge (with repeats): what touches the edge is "outside"."""
+    return np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+
+
 def neighbour_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(a, b): the labels of every 4-adjacent pixel pair whose labels differ, each pair in both orders."""
     across = labels[:, :-1] != labels[:, 1:]

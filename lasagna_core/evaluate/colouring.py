@@ -37,7 +37,7 @@ import numpy as np
 
 from ..color import ciede2000, srgb_to_lab
 from ..flats import Hints, LineRegions, flats_of, region_medians
-from ..labelling import components, neighbour_pairs
+from ..labelling import components, edge_labels, neighbour_pairs
 
 LINE_COVERAGE = 0.5
 MIN_REGION_SHARE = 0.001
@@ -78,9 +78,13 @@ class _Regions:
         """(n, 3) CIE L*a*b*: each region's median colour over its scored pixels."""
         return srgb_to_lab(region_medians(image, self.index, self.scored, self.ids.size).T[:, :, None])[:, :, 0].T
 
+    def large(self) -> np.ndarray:
+        """(n,) bool: regions of at least MIN_REGION_SHARE of the picture, large enough to score."""
+        return self.sizes >= MIN_REGION_SHARE * self.index.size
+
     def closed(self) -> np.ndarray:
-        """(n,) bool: closed regions large enough to score."""
-        return (self.ids >= 0) & (self.sizes >= MIN_REGION_SHARE * self.index.size)
+        """(n,) bool: closed regions large enough to score (enclosed paper included)."""
+        return (self.ids >= 0) & self.large()
 
     def position(self, region_id: int) -> int:
         found = np.flatnonzero(self.ids == region_id)
@@ -96,7 +100,7 @@ def enclosed_paper(labels: np.ndarray) -> tuple[np.ndarray, int]:
     pieces = components(np.where(labels < 0, 0, -1))
     if pieces.max() < 0:
         return labels, first
-    around = np.unique(np.concatenate([pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1]]))
+    around = np.unique(edge_labels(pieces))
     hole = (pieces >= 0) & ~np.isin(pieces, around)
     out = labels.copy()
     out[hole] = first + np.unique(pieces[hole], return_inverse=True)[1].ravel()
@@ -156,19 +160,22 @@ class _Result:
             out.append(float(ciede2000(self.colours[self.regions.position(region_id)], hint)))
         return tuple(out)
 
-    def holes_kept_paper(self, truth: np.ndarray) -> float:
+    def truth_colours(self, truth: np.ndarray) -> np.ndarray:
+        """(n, 3) Lab: the truth's colour of each region, which the measures against the truth share."""
         _check(truth, self.regions.index, "truth")
-        holes = self.regions.holes & (self.regions.sizes >= MIN_REGION_SHARE * self.regions.index.size)
+        return self.regions.colours(truth)
+
+    def holes_kept_paper(self, truth_colours: np.ndarray) -> float:
+        holes = self.regions.holes & self.regions.large()
         if not holes.any():
             return float("nan")
-        return float(np.mean(ciede2000(self.colours[holes].T, self.regions.colours(truth)[holes].T) <= HINT_TOLERANCE))
+        return float(np.mean(ciede2000(self.colours[holes].T, truth_colours[holes].T) <= HINT_TOLERANCE))
 
-    def unhinted_error(self, truth: np.ndarray, hinted: tuple[int, ...]) -> float:
-        _check(truth, self.regions.index, "truth")
+    def unhinted_error(self, truth_colours: np.ndarray, hinted: tuple[int, ...]) -> float:
         scored = self.regions.closed() & ~np.isin(self.regions.ids, hinted)
         if not scored.any():
             return float("nan")
-        return float(ciede2000(self.colours[scored].T, self.regions.colours(truth)[scored].T).mean())
+        return float(ciede2000(self.colours[scored].T, truth_colours[scored].T).mean())
 
 
 def _adjacent(index: np.ndarray) -> np.ndarray:
@@ -195,7 +202,8 @@ def hint_errors(result: np.ndarray, labels: np.ndarray, hints: Mapping[int, tupl
 
 def unhinted_error(result: np.ndarray, truth: np.ndarray, labels: np.ndarray, *, hinted: tuple[int, ...] = (),
                    lines: np.ndarray | None = None) -> float:
-    return _Result.of(result, labels, lines).unhinted_error(truth, hinted)
+    scored = _Result.of(result, labels, lines)
+    return scored.unhinted_error(scored.truth_colours(truth), hinted)
 
 
 def lightness_drift(result: np.ndarray, grey: np.ndarray) -> float:
@@ -216,11 +224,12 @@ def score_colouring(result: np.ndarray, truth: np.ndarray, labels: np.ndarray, *
     """Every measure of one case (see the module's docstring); `grey`: the greyscale input, if it was one."""
     hints = hints or {}
     scored = _Result.of(result, labels, lines)
+    truth_colours = scored.truth_colours(truth)
     return ColouringScores(
         one_colour=scored.one_colour(),
         crossing=scored.crossing(),
         hint_errors=scored.hint_errors(hints),
-        unhinted_error=scored.unhinted_error(truth, tuple(hints)),
-        holes_kept_paper=scored.holes_kept_paper(truth),
+        unhinted_error=scored.unhinted_error(truth_colours, tuple(hints)),
+        holes_kept_paper=scored.holes_kept_paper(truth_colours),
         lightness_drift=None if grey is None else lightness_drift(result, grey),
     )
