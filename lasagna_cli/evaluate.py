@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -62,7 +64,7 @@ def eval_command(
         data, prior_settings=prior, template=template, limit=limit, split=split, seed=seed, steps=steps, guidance=guidance,
         direct_steps=direct_steps, direct_guidance=direct_guidance, photos=named, pictures=pictures,
         methods=METHODS if direct else tuple(m for m in METHODS if m != "direct"), compare_model=compare_model,
-        on_progress=_progress,
+        on_progress=ProgressLog(),
     )
     for path in out:
         write_report(report, path)
@@ -83,7 +85,7 @@ def _eval_coloring(data: Path, split: str, limit: int | None, out: list[Path], m
 
     report = evaluate_coloring(data, prior_settings=PriorSettings(model, device, options=prior_options), split=split,
                                limit=limit, seed=seed, steps=steps, direct=direct, direct_steps=direct_steps,
-                               pictures=pictures, on_progress=_progress)
+                               pictures=pictures, on_progress=ProgressLog())
     for path in out:
         write_coloring_report(report, path)
         say(f"wrote {path}")
@@ -93,13 +95,31 @@ def _eval_coloring(data: Path, split: str, limit: int | None, out: list[Path], m
         show(coloring_table(report))
 
 
-def _progress(done: int, total: int, method: str) -> None:
-    stream = current()
-    if stream is not None:
-        stream.progress("photos" if method == "photos" else "cases", done, total, method=method)
-        return
-    if stderr.is_terminal or done == total or done % 20 == 0:
-        say(f"eval: {method} {done}/{total}")
+LOG_EVERY_S = 60.0
+"""Seconds between progress lines in a log (not a terminal): a two-hour evaluation says where it is."""
+
+
+@dataclass
+class ProgressLog:
+    """`on_progress` of an evaluation: on a terminal every case, in a log a line when the method changes, at the
+    end, and at most every LOG_EVERY_S seconds between, with the time so far and an estimate of what is left."""
+
+    started: float = field(default_factory=lambda: time.monotonic())
+    said: float = float("-inf")
+    method: str = ""
+
+    def __call__(self, done: int, total: int, method: str) -> None:
+        stream = current()
+        if stream is not None:
+            stream.progress("photos" if method == "photos" else "cases", done, total, method=method)
+            return
+        now = time.monotonic()
+        if not (stderr.is_terminal or done == total or method != self.method or now - self.said >= LOG_EVERY_S):
+            return
+        self.said, self.method = now, method
+        minutes = (now - self.started) / 60
+        left = f", about {minutes * (total - done) / done:.1f} min left" if 0 < done < total and minutes > 0 else ""
+        say(f"eval: {method} {done}/{total} ({minutes:.1f} min{left})")
 
 
 def _load(path: Path) -> Any:

@@ -73,6 +73,7 @@ def color(
     class_dropout: float = typer.Option(0.5, "--class-dropout", min=0.0, max=1.0, help="Share of examples trained with no colour word."),
     no_hints: float = typer.Option(0.4, "--no-hints", min=0.0, max=1.0, help="Share of examples trained with no hint dots."),
     guide_dropout: float = typer.Option(0.15, "--guide-dropout", min=0.0, max=1.0, help="Share of examples trained with neither guide nor hints (what guidance pushes away from)."),
+    hole_weight: float = typer.Option(1.0, "--hole-weight", min=1.0, help="Loss weight of the paper a drawing encloses (inside a handle, a ring), against 1 for any other pixel: the few pixels that say a hole stays paper."),
     init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from this colouring prior ('builtin-color' or a weights file)."),
     seed: int = Seed,
     resume: bool = Resume,
@@ -90,7 +91,7 @@ def color(
         raise UsageError("--size must be a multiple of 8")
     config = ColorConfig(
         steps=steps or ColorConfig.steps, batch_size=batch_size, learning_rate=lr, size=size, class_dropout=class_dropout,
-        no_hints=no_hints, guide_dropout=guide_dropout, seed=seed, resume=resume, checkpoint_every=checkpoint_every, max_minutes=max_minutes, init=init,
+        no_hints=no_hints, guide_dropout=guide_dropout, hole_weight=hole_weight, seed=seed, resume=resume, checkpoint_every=checkpoint_every, max_minutes=max_minutes, init=init,
     )
     with _progress("training colouring prior", log_every) as on_progress:
         result = train_color(data, out, config, on_progress=on_progress)

@@ -97,6 +97,35 @@ def test_training_batch_hints_take_the_truths_colour(line_art_data: Path):
     assert float(dropped["input"][:, 3:].abs().max()) == 0.0  # neither guide nor hints: the unconditional row's input
 
 
+def test_paper_inside_a_ring_weighs_hole_weight_times_in_the_loss(tmp_path: Path):
+    """A ring's hole is a closed region in the line art that stays paper: it is weighted, the paper around not."""
+    from lasagna_core.train.denoiser import weighted_mse
+
+    size = 32
+    ys, xs = np.mgrid[0:size, 0:size]
+    distance = np.hypot(ys - 15.5, xs - 15.5)
+    ring = (distance >= 6) & (distance < 11)
+    (tmp_path / "images").mkdir()
+    Image.fromarray(ring.astype(np.uint16)).save(tmp_path / "images/0_regions.png")
+    flats = np.where(ring[..., None], [200, 40, 40], 255).astype(np.uint8)
+    Image.fromarray(flats).save(tmp_path / "images/0_flats.png")
+    Image.fromarray(np.full((size, size), 255, np.uint8)).save(tmp_path / "images/0_ink.png")
+    (tmp_path / "manifest.jsonl").write_text(json.dumps({
+        "input": "images/0_ink.png", "kind": "line-art", "target": "images/0_flats.png", "split": "train",
+        "scene": "0", "regions": "images/0_regions.png"}) + "\n")
+    pairs = load_color_pairs(read_color_manifest(tmp_path, "train"), size)
+    holes = pairs.holes[0, 0]
+    assert bool(holes[distance < 5].all()) and not bool(holes[distance >= 6].any())
+    config = ColorConfig(batch_size=1, size=size, hole_weight=10.0)
+    batch = color_batch(pairs, config, NoiseSchedule.from_config(pixel_file.default_scheduler_config()),
+                        torch.Generator().manual_seed(0), torch.zeros(1, dtype=torch.long))
+    weight = batch["weight"][0, 0]
+    assert set(weight[distance < 5].tolist()) == {10.0} and set(weight[distance >= 6].tolist()) == {1.0}
+    error = torch.zeros_like(batch["target"])
+    error[..., 15, 15] = 1.0  # one wrong pixel in the hole counts ten times
+    assert float(weighted_mse(batch["target"] + error, batch)) == pytest.approx(10 * 3 / error.numel())
+
+
 def test_hints_at_working_size_keep_a_small_dots_colour():
     hints = torch.zeros(1, 4, 64, 64)
     hints[0, :3, 8:12, 8:12] = torch.tensor([0.9, 0.2, 0.1])[:, None, None]

@@ -10,7 +10,6 @@ import pytest
 from lasagna_core.color import ciede2000, srgb_to_lab
 from lasagna_core.evaluate.colouring import (
     crossing_share,
-    enclosed_paper,
     flood_fill_baseline,
     hint_errors,
     lightness_drift,
@@ -19,6 +18,7 @@ from lasagna_core.evaluate.colouring import (
     unhinted_error,
 )
 from lasagna_core.flats import fill_flats, find_regions, hints_from_rgba
+from lasagna_core.labelling import enclosed_paper
 from tests.line_art import art, ring
 
 N = 400

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from lasagna_cli.app import app
 from lasagna_core.color import srgb_to_lab
 from lasagna_core.directions import DIRECTION_NAMES
+from lasagna_core.document import load
 from lasagna_core.errors import DocumentError
-from lasagna_core.evaluate.metrics import cast_shadow_iou, light_hue, light_hue_error, outline_band, outline_error
+from lasagna_core.evaluate.metrics import adds_light, cast_shadow_iou, light_hue, light_hue_error, outline_band, outline_error
 from lasagna_core.evaluate.report import CaseResult, summarise
 from lasagna_core.light_colors import LIGHT_COLORS
 from lasagna_core.priors import pixel_file
@@ -119,6 +120,19 @@ def test_light_hue_weights_the_colour_by_how_much_the_layer_brightens() -> None:
     assert light_hue_error(np.full((3, 4, 4), 0.3), LIGHT_COLORS["warm"].rgb) == 180.0
 
 
+def test_only_a_truth_that_brightens_gives_the_light_layer_a_hue_to_match() -> None:
+    """A coloured light from behind that only darkens and tints the picture leaves the Light layer nothing to
+    carry: such a case is not scored for hue (an empty layer is right there)."""
+    base = np.full((3, SIZE, SIZE), 0.5, np.float32)
+    darker = base * np.asarray([0.7, 0.6, 0.5], np.float32)[:, None, None]  # dimmed and tinted, nowhere lighter
+    assert not adds_light(darker, base) and not adds_light(base, base)
+    lit = darker.copy()
+    lit[:, :2, :2] = 0.8  # 4 of 2,304 pixels brightened: enough light to have a colour
+    assert adds_light(lit, base)
+    lit[:, :2, :2] = 0.505  # ... but not by a just-noticeable difference
+    assert not adds_light(lit, base)
+
+
 def test_summary_gain_over_base_and_hue_share_count_only_the_cases_that_have_them() -> None:
     def row(method: str, psnr: float, iou: float | None, hue: float | None) -> CaseResult:
         return CaseResult("s", "left", method, psnr, 0.9, 0.0, 0.0, 1.0, 2.0, 0.5, 0.1, cast_shadow_iou=iou,
@@ -185,11 +199,13 @@ def test_eval_on_flat_art_shows_the_new_columns_and_the_compared_prior_in_both_o
     if truth["cast_shadow_iou"] is not None:  # the metric agrees with the renders
         assert truth["cast_shadow_iou"] == 1.0 and base["cast_shadow_iou"] == 0.0
     cases = {(r["scene"], r["direction"]): r for r in report["results"] if r["method"] == "lasagna [builtin]"}
-    colored = {(line["scene"], line["direction"]) for line in map(json.loads, (data / "manifest.jsonl").read_text().splitlines())
-               if "light_color" in line}
-    assert len(cases) == 6 and colored & set(cases)
-    for key, r in cases.items():  # the Light layer's hue is measured exactly where the case asked for a colour
-        assert (r["light_hue_error"] is not None) == (key in colored)
+    lines = list(map(json.loads, (data / "manifest.jsonl").read_text().splitlines()))
+    colored = {(line["scene"], line["direction"]) for line in lines if "light_color" in line}
+    lit = {(line["scene"], line["direction"]) for line in lines
+           if adds_light(load(data / line["target"]).base, load(data / line["input"]).base)}
+    assert len(cases) == 6 and colored & lit & set(cases)
+    for key, r in cases.items():  # the Light layer's hue is measured where a colour was asked and the truth lights
+        assert (r["light_hue_error"] is not None) == (key in colored & lit)
     assert 0.0 <= report["summary"]["lasagna [builtin]"]["light_hue_share"] <= 1.0
     assert base["light_hue_share"] is None
     refused = CliRunner().invoke(app, ["eval", "--data", str(data), "--model", str(weights), "--compare-model", str(tmp_path / "no.pt")])

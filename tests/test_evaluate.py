@@ -163,3 +163,27 @@ def test_direct_baseline_needs_a_prior_that_samples(tmp_path):
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.stdout)["summary"]) == {"base", "lasagna", "ground truth"}
     assert "direct generation" not in markdown_table(report) and "Wall time" in markdown_table(report)
+
+
+def test_progress_in_a_log_says_each_method_the_end_and_once_a_minute_between(monkeypatch):
+    """Not on a terminal, a two-hour evaluation still says where it is, without a line per case."""
+    import lasagna_cli.evaluate as cli_eval
+
+    lines: list[str] = []
+    clock = [1000.0]
+    monkeypatch.setattr(cli_eval, "say", lambda text: lines.append(text))
+    monkeypatch.setattr(cli_eval.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(type(cli_eval.stderr), "is_terminal", property(lambda self: False))
+    log = cli_eval.ProgressLog()
+    for done in range(1, 4):
+        log(done, 8, "base")  # the first line, then quiet: no time has passed
+    for done in range(4, 8):
+        clock[0] += 25.0  # 25 s a case: a line once 60 s have passed since the last
+        log(done, 8, "lasagna")
+    log(8, 8, "lasagna")
+    assert lines == [
+        "eval: base 1/8 (0.0 min)",
+        "eval: lasagna 4/8 (0.4 min, about 0.4 min left)",
+        "eval: lasagna 7/8 (1.7 min, about 0.2 min left)",
+        "eval: lasagna 8/8 (1.7 min)",
+    ]

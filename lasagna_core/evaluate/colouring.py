@@ -37,7 +37,7 @@ import numpy as np
 
 from ..color import ciede2000, srgb_to_lab
 from ..flats import Hints, LineRegions, flats_of, region_medians
-from ..labelling import components, edge_labels, neighbour_pairs
+from ..labelling import enclosed_paper, neighbour_pairs
 
 LINE_COVERAGE = 0.5
 MIN_REGION_SHARE = 0.001
@@ -91,20 +91,6 @@ class _Regions:
         if not found.size:
             raise ValueError(f"no region {region_id} in the truth's labels")
         return int(found[0])
-
-
-def enclosed_paper(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """(labels, first): `labels` with each 4-connected piece of paper (-1) that does not touch the canvas edge
-    given an id of its own, from `first` (above every id of the drawing's) up; the paper around stays -1."""
-    first = int(labels.max(initial=-1)) + 1
-    pieces = components(np.where(labels < 0, 0, -1))
-    if pieces.max() < 0:
-        return labels, first
-    around = np.unique(edge_labels(pieces))
-    hole = (pieces >= 0) & ~np.isin(pieces, around)
-    out = labels.copy()
-    out[hole] = first + np.unique(pieces[hole], return_inverse=True)[1].ravel()
-    return out, first
 
 
 def _check(image: np.ndarray, labels: np.ndarray, name: str) -> None:

@@ -16,7 +16,7 @@
   projected on that direction. Front and back lights have no image-plane direction: those cases are left
   out of this metric (their count is reported) but kept in all the others;
 * cast-shadow IoU, outline error and the Light layer's hue: see `cast_shadow_iou`, `outline_error` and
-  `light_hue`.
+  `light_hue` (scored where the truth adds light: `adds_light`).
 """
 
 from __future__ import annotations
@@ -56,6 +56,11 @@ HUE_TOLERANCE = 30.0
 
 GREY_CHROMA = 2.0
 """Lab chroma below which a mean light colour is grey: it has no hue to compare."""
+
+LIT_SHARE = 0.001
+"""The share of pixels the truth must brighten (by more than VISIBLE_SHADING L*) for a case to have light for
+the Light layer to carry. A coloured light from behind often only darkens and tints the picture (15% of the
+flat-art test split's coloured-light cases brighten no pixel at all): an empty Light layer is right there."""
 
 
 def visible_share(pairs: Sequence[tuple[float, float]]) -> float:
@@ -228,6 +233,13 @@ def light_hue(layer: np.ndarray) -> float | None:
 def _hue(rgb: np.ndarray) -> float | None:
     _, a, b = srgb_to_lab(np.asarray(rgb, np.float64).reshape(3, 1, 1))[:, 0, 0]
     return None if np.hypot(a, b) < GREY_CHROMA else float(np.degrees(np.arctan2(b, a)) % 360)
+
+
+def adds_light(target: np.ndarray, base: np.ndarray) -> bool:
+    """Whether the truth brightens the base anywhere that counts (LIT_SHARE of the pixels, by more than
+    VISIBLE_SHADING L*): only then does the Light layer's hue have something to match."""
+    lighter = srgb_to_lab(target)[0] - srgb_to_lab(base)[0] > VISIBLE_SHADING
+    return bool(lighter.mean() >= LIT_SHARE)
 
 
 def light_hue_error(layer: np.ndarray, asked: Sequence[float]) -> float:

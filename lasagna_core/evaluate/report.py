@@ -29,7 +29,7 @@ class CaseResult:
     seconds: float
     cast_shadow_iou: float | None = None  # None: the truth casts no shadow (the defaults read older reports)
     outline_error: float | None = None
-    light_hue_error: float | None = None  # degrees; None: white light, or a method that writes no layers
+    light_hue_error: float | None = None  # degrees; None: white light, a truth that adds no light, or no layers
 
 
 @dataclass
@@ -62,8 +62,8 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def summarise(results: Sequence[CaseResult], methods: Sequence[str]) -> dict[str, dict[str, float | None]]:
     """Per method: the means over the cases; `psnr_gain` is the mean of each case's PSNR minus the base's on
-    the same case, and `light_hue_share` the share of coloured-light cases whose Light layer is within
-    HUE_TOLERANCE degrees of the asked colour."""
+    the same case, and `light_hue_share` the share of coloured-light cases (whose truth adds light) whose Light
+    layer is within HUE_TOLERANCE degrees of the asked colour."""
     summary: dict[str, dict[str, float | None]] = {}
     floor = [r.psnr for r in results if r.method == "base"]
     for m in methods:
@@ -148,7 +148,7 @@ def markdown_table(report: EvalReport) -> str:
     lines.append("")
     lines.append(f"Cast-shadow IoU over the {_cases_with(report, 'cast_shadow_iou')} cases whose truth casts a shadow; "
                  f"outline error within {OUTLINE_RADIUS} px of the object's and the colour regions' outlines"
-                 + (f"; Light hue over the {colored} cases in coloured light" if colored else "") + ".")
+                 + (f"; Light hue over the {colored} cases in coloured light whose truth adds light" if colored else "") + ".")
     if report.photos:
         p = report.photos
         lines.append("")

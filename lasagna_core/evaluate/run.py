@@ -28,6 +28,7 @@ from ..priors import PriorSettings
 from ..priors.base import Prior
 from ..templates import DistillSettings, EditSpec
 from .metrics import (
+    adds_light,
     cast_shadow_iou,
     chroma_drift,
     chroma_drift_equal_lightness,
@@ -144,7 +145,7 @@ def evaluate(
                 result = target.numpy()
             else:
                 result, light = shade_picture(priors[m], spec, settings, base.numpy(), ex.prompt, seed + index)
-                if ex.light_color is not None and light is not None:
+                if ex.light_color is not None and light is not None and adds_light(target.numpy(), base.numpy()):
                     hue_errors[m][index] = light_hue_error(light, ex.light_color)
             outputs[m].append(result)
             seconds[m].append(time.perf_counter() - t0)

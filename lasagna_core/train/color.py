@@ -5,8 +5,11 @@ Each example is a guide (line art or a greyscale picture) and its flats. The tar
 colour layer makes: guide x flats for line art (Multiply), the flats themselves for greyscale (their Lum is
 the guide, so the Color blend gives them back). Hints are drawn afresh every batch: 0 to `MAX_DOTS` dots of
 2 x 2 pixels at random points inside the art's regions (not on a region's edge), in the flats' colour there,
-none for a share `no_hints` of the examples. The colour word (the manifest's `color`) is dropped to the null
-class for a share `class_dropout`, since most colourings are asked for with no prompt, and, independently,
+none for a share `no_hints` of the examples. Paper the drawing encloses (`labelling.enclosed_paper`: inside a
+handle, a ring of beads) weighs `hole_weight` times a pixel elsewhere in the loss: the line art draws such a
+hole as a closed region like any other, and only a few pixels of a few drawings say that it stays paper
+(docs/training/color64-run.md). The colour word (the manifest's `color`) is dropped to the null class for a
+share `class_dropout`, since most colourings are asked for with no prompt, and, independently,
 the guide and hints for a share `guide_dropout`: the prior's unconditional row (`BuiltinColorPrior`) drops
 both, so that guidance amplifies what the line art and the hints say about colour.
 """
@@ -42,6 +45,7 @@ class ColorConfig(DenoiserSettings):
     class_dropout: float = 0.5
     no_hints: float = 0.4
     guide_dropout: float = 0.15  # the guide and hints dropped (zeros): the unconditional row guidance pushes away from
+    hole_weight: float = 1.0  # loss weight of the paper the drawing encloses (1: as any pixel)
 
 
 @dataclass(frozen=True)
@@ -79,39 +83,50 @@ def read_color_manifest(data: Path, split: str | None = None) -> list[ColorExamp
 @dataclass
 class ColorPairs:
     """A split in memory: guides [N,1,S,S] and flats [N,3,S,S] uint8, line-art flags [N] bool, colour class ids
-    [N] (the null class when none), hint candidates [N,1,S,S] bool (inside a region, away from its edges)."""
+    [N] (the null class when none), hint candidates [N,1,S,S] bool (inside a region, away from its edges), holes
+    [N,1,S,S] bool (paper the drawing encloses; none without the manifest's region ids)."""
 
     guides: Tensor
     flats: Tensor
     line_art: Tensor
     classes: Tensor
     candidates: Tensor
+    holes: Tensor
 
 
 def load_color_pairs(examples: list[ColorExample], size: int) -> ColorPairs:
     from ..flatart.coloring import read_region_ids
+    from ..labelling import enclosed_paper
 
     if not examples:
         raise UsageError("the manifest has no examples for this split")
     names = list(COLOR_WORDS)
-    guides, flats, candidates = [], [], []
-    cache: dict[Path, tuple[Tensor, Tensor]] = {}
+    guides, flats, candidates, holes = [], [], [], []
+    cache: dict[Path, tuple[Tensor, Tensor, Tensor]] = {}
     for e in examples:
         if e.target not in cache:
             target = load_image(e.target, size)
             uniform = (F.max_pool2d(target[None], 3, 1, 1) + F.max_pool2d(-target[None], 3, 1, 1)).amax(1)[0] < 8 / 255
-            inside = torch.ones_like(uniform)
+            inside, hole = torch.ones_like(uniform), torch.zeros_like(uniform)
             if e.regions is not None:
-                ids = torch.from_numpy(read_region_ids(e.regions))
-                inside = F.interpolate(ids[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0
-            cache[e.target] = ((target * 255).round().to(torch.uint8), (uniform & inside)[None])
-        flat, candidate = cache[e.target]
+                ids = read_region_ids(e.regions) - 1
+                labels, first_hole = enclosed_paper(ids)
+                inside = _at(torch.from_numpy(ids) >= 0, size) > 0.5
+                hole = _at(torch.from_numpy(labels >= first_hole), size) > 0.5
+            cache[e.target] = ((target * 255).round().to(torch.uint8), (uniform & inside)[None], hole[None])
+        flat, candidate, hole = cache[e.target]
         flats.append(flat)
         candidates.append(candidate)
+        holes.append(hole)
         guides.append((load_image(e.input, size, gray=True) * 255).round().to(torch.uint8))
     classes = torch.tensor([names.index(e.color) if e.color else len(names) for e in examples])
     line_art = torch.tensor([e.kind == "line-art" for e in examples])
-    return ColorPairs(torch.stack(guides), torch.stack(flats), line_art, classes, torch.stack(candidates))
+    return ColorPairs(torch.stack(guides), torch.stack(flats), line_art, classes, torch.stack(candidates), torch.stack(holes))
+
+
+def _at(mask: Tensor, size: int) -> Tensor:
+    """A full-size mask [H, W] as the share of each working pixel [S, S] it covers."""
+    return F.interpolate(mask[None, None].float(), size=(size, size), mode="area")[0, 0]
 
 
 def hint_dots(flats: Tensor, candidates: Tensor, counts: Tensor, rng: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -140,10 +155,11 @@ def color_batch(pairs: ColorPairs, config: ColorConfig, schedule: NoiseSchedule,
     b = idx.shape[0]
     guide = pairs.guides[idx].float() / 255
     flats = pairs.flats[idx].float() / 255
-    candidates = pairs.candidates[idx]
+    candidates, holes = pairs.candidates[idx], pairs.holes[idx]
     if config.flip:
         flip = torch.rand(b, generator=rng) < 0.5
         guide[flip], flats[flip], candidates[flip] = guide[flip].flip(-1), flats[flip].flip(-1), candidates[flip].flip(-1)
+        holes[flip] = holes[flip].flip(-1)
     counts = torch.randint(1, MAX_DOTS + 1, (b,), generator=rng)
     counts[torch.rand(b, generator=rng) < config.no_hints] = 0
     hint_rgb, mask = hint_dots(flats, candidates, counts, rng)
@@ -156,7 +172,7 @@ def color_batch(pairs: ColorPairs, config: ColorConfig, schedule: NoiseSchedule,
     noise = torch.randn(picture.shape, generator=rng)
     noisy = schedule.add_noise(picture, noise, t)
     return {"input": torch.cat([noisy, channels], 1), "t": t, "classes": classes,
-            "target": schedule.training_target(picture, noise, t)}
+            "target": schedule.training_target(picture, noise, t), "weight": 1 + (config.hole_weight - 1) * holes.float()}
 
 
 def train_color(data: Path, out: Path, config: ColorConfig, *, on_progress: ProgressCallback | None = None) -> TrainResult:
@@ -197,7 +213,7 @@ def train_color(data: Path, out: Path, config: ColorConfig, *, on_progress: Prog
     curve = draw_loss_curve(history, out.with_suffix(".loss.png"), f"built-in colouring prior: loss, {run.step} steps")
     training: dict[str, Any] = {
         "steps": run.step, "batch_size": config.batch_size, "learning_rate": config.learning_rate, "size": config.size,
-        "train_pairs": train.guides.shape[0], "train_scenes": len({e.scene for e in train_examples}),
+        "hole_weight": config.hole_weight, "train_pairs": train.guides.shape[0], "train_scenes": len({e.scene for e in train_examples}),
         "wall_seconds": round(run.seconds, 1),
         "final_train_loss": float(np.mean(history["loss"][-50:])) if history["loss"] else None,
         "final_val_loss": history["val_loss"][-1] if history["val_loss"] else None,

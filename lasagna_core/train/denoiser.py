@@ -31,7 +31,7 @@ class DenoiserSettings(RunSettings):
     init: str | None = None  # fine-tune: start from this prior (its name or a weights file), its architecture and classes
 
 
-Batch = dict[str, Tensor]  # input [B,C,S,S], t [B], classes [B], target [B,3,S,S]
+Batch = dict[str, Tensor]  # input [B,C,S,S], t [B], classes [B], target [B,3,S,S]; optional weight [B,1,S,S] per pixel
 
 
 def new_denoiser(unet_config: dict[str, Any], start: Any | None, config: DenoiserSettings) -> tuple[Any, Any, torch.optim.Optimizer]:
@@ -91,7 +91,7 @@ def _steps(model: Any, ema: Any, optimizer: torch.optim.Optimizer, run: Training
         for group in optimizer.param_groups:
             group["lr"] = lr
         pred = model(batch["input"], batch["t"], class_labels=batch["classes"], return_dict=False)[0]
-        loss = F.mse_loss(pred, batch["target"])
+        loss = weighted_mse(pred, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -108,6 +108,13 @@ def _steps(model: Any, ema: Any, optimizer: torch.optim.Optimizer, run: Training
             on_progress(TrainStep(run.step, config.steps, value, lr, run.seconds))
         if stop:
             break
+
+
+def weighted_mse(pred: Tensor, batch: Batch) -> Tensor:
+    """The mean squared error, each pixel counted `batch["weight"]` times where the trainer gives weights."""
+    squared = (pred - batch["target"]) ** 2
+    weight = batch.get("weight")
+    return squared.mean() if weight is None else (squared * weight).mean()
 
 
 @torch.no_grad()
