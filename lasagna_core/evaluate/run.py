@@ -115,6 +115,7 @@ def evaluate(
     outputs: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     seconds: dict[str, list[float]] = {m: [] for m in methods}
     hue_errors: dict[str, list[float | None]] = {m: [None] * len(loaded) for m in methods}
+    hue_scored = [ex.light_color is not None and adds_light(target.numpy(), base.numpy()) for ex, base, target, _ in loaded]
     total = len(loaded) * len(methods)
     done = 0
     for m in methods:
@@ -145,7 +146,7 @@ def evaluate(
                 result = target.numpy()
             else:
                 result, light = shade_picture(priors[m], spec, settings, base.numpy(), ex.prompt, seed + index)
-                if ex.light_color is not None and light is not None and adds_light(target.numpy(), base.numpy()):
+                if hue_scored[index] and light is not None:
                     hue_errors[m][index] = light_hue_error(light, ex.light_color)
             outputs[m].append(result)
             seconds[m].append(time.perf_counter() - t0)
