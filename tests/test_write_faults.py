@@ -31,10 +31,16 @@ FAULTS = ("SIGINT", "SIGTERM", "SIGKILL", "ENOSPC")
 EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGKILL": -signal.SIGKILL, "ENOSPC": 1}
 
 
+def _interruptible() -> None:
+    """SIGINT as a terminal's Ctrl-C finds it: a test run started in the background by a non-interactive
+    shell inherits SIGINT ignored, and Python then keeps ignoring it, so the SIGINT cases would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def lasagna(folder: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [LASAGNA, *args], cwd=folder, env={**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", **env},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_interruptible,
     )
 
 
