@@ -3,11 +3,12 @@ the pictures issue 13 asks to be looked at (cast shadows in the caster's shape, 
 the outline, the lit side brighter), made the way `lasagna shade` makes them.
 
     python benchmarks/direction_sheet.py DATA OUT.png --model builtin --model NEW.safetensors \
-        [--guidance 3 --guidance 8] [--designs 12] [--steps N]
+        [--guidance 3 --guidance 8] [--template shade --template NEW.toml] [--designs 12] [--steps N]
 
 DATA: a `lasagna dataset flat-art` folder; its first `--designs` test scenes, one white-light base each.
 Rows: designs; columns: the base, then for each direction (left, right, top, bottom) one tile per model, in
-the order the models are given (`--guidance`, once per model, else each at the template's default).
+the order the models are given (`--guidance` and `--template`, once per model, else each at the `shade`
+template's defaults: a new prior with its own settings beside today's at today's).
 """
 
 from __future__ import annotations
@@ -47,16 +48,18 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--model", action="append", required=True)
     parser.add_argument("--guidance", action="append", type=float)
+    parser.add_argument("--template", action="append")
     parser.add_argument("--designs", type=int, default=12)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.guidance and len(args.guidance) != len(args.model):
-        parser.error("give --guidance once per --model, or not at all")
+    for name, given in (("--guidance", args.guidance), ("--template", args.template)):
+        if given and len(given) != len(args.model):
+            parser.error(f"give {name} once per --model, or not at all")
     bases = held_out_bases(args.data, args.designs)
-    spec = load_template("shade")
     tiles: dict[tuple[int, str, int], np.ndarray] = {}
     for m, model in enumerate(args.model):
+        spec = load_template(args.template[m] if args.template else "shade")
         prior = load_prior(PriorSettings(model))
         settings = edit_settings(spec, args.steps, args.guidance[m] if args.guidance else None)
         for b, (scene, base) in enumerate(bases):
