@@ -20,9 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lasagna_core.blend import mix
 from lasagna_core.evaluate.metrics import outline_band, outline_error, psnr
 from lasagna_core.evaluate.run import pick_cases
-from lasagna_core.resample import guided_upsample, resize
+from lasagna_core.layers import BlendMode
+from lasagna_core.resample import fit_size, guided_upsample, resize
 from lasagna_core.train.manifest import load_image, read_manifest
 
 Upsampler = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -42,7 +44,8 @@ def perfect_layers(base: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def compose(base: Tensor, multiply: Tensor, screen: Tensor) -> Tensor:
-    return (1 - (1 - base * multiply) * (1 - screen)).clamp(0, 1)
+    """The two layers over `base` with the PSD formulas the written layers use."""
+    return mix(mix(base, multiply, BlendMode.MULTIPLY), screen, BlendMode.SCREEN).clamp(0, 1)
 
 
 def main() -> None:
@@ -55,20 +58,21 @@ def main() -> None:
     gains: dict[tuple[int, str], list[float]] = {}
     for example in pick_cases(read_manifest(args.data, "test"), args.limit, 0):
         base, truth = load_image(example.input)[None], load_image(example.target)[None]
+        target = truth[0].numpy()
         mask = load_image(example.mask, gray=True)[0].numpy() if example.mask is not None else None
         band = outline_band(base[0].numpy(), mask)
-        floor = psnr(base[0].numpy(), truth[0].numpy())
+        floor = psnr(base[0].numpy(), target)
         multiply, screen = perfect_layers(base, truth)
         for size in args.sizes:
-            low = (size, size * base.shape[-1] // base.shape[-2])
+            low = fit_size(*base.shape[-2:], size, 8)  # the generator's working size for `[generator] resolution`
             base_low = resize(base, low)
             for name, up in UPSAMPLERS.items():
                 result = compose(base, up(resize(multiply, low), base_low, base).clamp(0, 1),
                                  up(resize(screen, low), base_low, base).clamp(0, 1))[0].numpy()
-                error = outline_error(result, truth[0].numpy(), band)
+                error = outline_error(result, target, band)
                 if error is not None:
                     errors.setdefault((size, name), []).append(error)
-                gains.setdefault((size, name), []).append(psnr(result, truth[0].numpy()) - floor)
+                gains.setdefault((size, name), []).append(psnr(result, target) - floor)
     print("| working size | upsampler | outline error (L*, within 2 px) | PSNR gain over base (dB) |")
     print("|---|---|---|---|")
     for (size, name), values in errors.items():
