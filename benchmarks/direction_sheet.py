@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lasagna_core.directions import PROMPTS  # noqa: E402
 from lasagna_core.document import load  # noqa: E402
 from lasagna_core.edit import edit_settings  # noqa: E402
-from lasagna_core.evaluate.run import shade_picture  # noqa: E402
+from lasagna_core.evaluate.shading import shade_picture  # noqa: E402
 from lasagna_core.priors import PriorSettings, load_prior  # noqa: E402
 from lasagna_core.templates import load_template  # noqa: E402
 from lasagna_core.writing import save_png  # noqa: E402
@@ -64,7 +64,7 @@ def main() -> None:
         settings = edit_settings(spec, args.steps, args.guidance[m] if args.guidance else None)
         for b, (scene, base) in enumerate(bases):
             for d in DIRECTIONS:
-                tiles[b, d, m] = shade_picture(prior, spec, settings, base, PROMPTS[d], args.seed)[0]
+                tiles[b, d, m] = shade_picture(prior, spec, settings, base, PROMPTS[d], args.seed).composite
             print(f"{model}: {b + 1}/{len(bases)} designs", file=sys.stderr, flush=True)
     pad = lambda t: np.pad(t, ((0, 0), (2, 2), (2, 2)), constant_values=1.0)  # noqa: E731
     rows = [np.concatenate([pad(base)] + [pad(tiles[b, d, m]) for d in DIRECTIONS for m in range(len(args.model))], axis=2)

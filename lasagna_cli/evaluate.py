@@ -34,6 +34,7 @@ def eval_command(
     skimage_photos: bool = typer.Option(False, "--skimage-photos", help="Also use scikit-image's bundled sample photos (pip install 'lasagna[eval]')."),
     pictures: Optional[Path] = typer.Option(None, "--pictures", help="Folder for contact sheets (base | GT | Lasagna | direct) to look at."),
     seed: int = typer.Option(0, "--seed", help="Seed for the case sample, the distillation and the sampler."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Distil this many cases at once, each process loading the prior (relighting data; the numbers do not depend on it)."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
     prior_options: dict[str, Any] | None = None,
@@ -50,8 +51,10 @@ def eval_command(
         if path.suffix.lower() not in (".json", ".md"):
             raise UsageError(f"--out {path.name}: name it .json (every case) or .md (the table)")
     if is_coloring_data(data):
-        if photos or skimage_photos or compare_model:
-            raise UsageError("--photo, --skimage-photos and --compare-model go with relighting data, not colouring data")
+        given = [flag for flag, on in (("--photo", photos), ("--skimage-photos", skimage_photos),
+                                       ("--compare-model", compare_model), ("--jobs", jobs > 1)) if on]
+        if given:
+            raise UsageError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with relighting data, not colouring data")
         _eval_coloring(data, split, limit, out, model or "builtin-color", steps, direct_steps, direct, pictures, seed,
                        device, json_output, prior_options or {})
         return
@@ -64,7 +67,7 @@ def eval_command(
         data, prior_settings=prior, template=template, limit=limit, split=split, seed=seed, steps=steps, guidance=guidance,
         direct_steps=direct_steps, direct_guidance=direct_guidance, photos=named, pictures=pictures,
         methods=METHODS if direct else tuple(m for m in METHODS if m != "direct"), compare_model=compare_model,
-        on_progress=ProgressLog(),
+        jobs=jobs, on_progress=ProgressLog(),
     )
     for path in out:
         write_report(report, path)

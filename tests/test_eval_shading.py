@@ -241,9 +241,11 @@ def test_each_case_is_edited_with_its_own_prompt_colour_included(held_out, monke
             assert light.rgb == case.light_color and light.phrase in prompt
 
 
-def test_compare_model_is_refused_on_colouring_data_before_any_work(tmp_path: Path) -> None:
+def test_relighting_flags_are_refused_on_colouring_data_before_any_work(tmp_path: Path) -> None:
     line = {"input": "a.png", "target": "b.png", "prompt": "apple", "kind": "line-art", "split": "test"}
     (tmp_path / "manifest.jsonl").write_text(json.dumps(line) + "\n")
-    refused = CliRunner().invoke(app, ["eval", "--data", str(tmp_path), "--compare-model", "builtin"])
-    assert refused.exit_code == 2 and "--compare-model go with relighting data" in refused.output
-    assert "Traceback" not in refused.output
+    for flags, message in ((["--compare-model", "builtin"], "--compare-model goes with relighting data"),
+                           (["--jobs", "2", "--skimage-photos"], "--skimage-photos, --jobs go with relighting data")):
+        refused = CliRunner().invoke(app, ["eval", "--data", str(tmp_path), *flags])
+        assert refused.exit_code == 2 and message in refused.output
+        assert "Traceback" not in refused.output

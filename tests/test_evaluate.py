@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +28,8 @@ from lasagna_core.evaluate.metrics import (
 from lasagna_core.evaluate.report import markdown_table, report_from_json, write_report
 from lasagna_core.evaluate.run import evaluate
 from lasagna_core.labelling import components
-from lasagna_core.priors import PriorSettings, builtin, pixel_file
+from lasagna_core.priors import PriorSettings, pixel_file
+from tests.processes import LASAGNA, children, interruptible, wait_until_ended
 from tests.relight_data import make_manifest, tiny_unet
 
 
@@ -187,3 +192,43 @@ def test_progress_in_a_log_says_each_method_the_end_and_once_a_minute_between(mo
         "eval: lasagna 7/8 (1.7 min, about 0.2 min left)",
         "eval: lasagna 8/8 (1.7 min)",
     ]
+
+
+def test_jobs_spread_the_cases_without_changing_a_number(tmp_path):
+    """Two worker processes give the serial run's numbers, case by case, for both priors and the photos."""
+    four = ["left", "right", "top", "bottom"]
+    data = make_manifest(tmp_path / "data", scenes=3, size=16, directions=("left", "top"))
+    torch.manual_seed(0)
+    weights = pixel_file.save_weights(pixel_file.new_unet(tiny_unet(16, 4)), tmp_path / "p.safetensors", task="relight",
+                                      classes=four, scheduler_config=pixel_file.default_scheduler_config())
+    photo = np.random.default_rng(1).uniform(0.2, 0.8, size=(3, 16, 24)).astype(np.float32)
+    runs = [evaluate(data, prior_settings=PriorSettings(str(weights), device="cpu"), limit=3, steps=2,
+                     methods=("base", "lasagna"), compare_model=str(weights), photos=[("noise", photo)], jobs=jobs)
+            for jobs in (1, 2)]
+    serial, pooled = ([(r.method, r.scene, r.direction, r.psnr, r.shading) for r in run.results] for run in runs)
+    assert len(serial) == 6 and pooled == serial  # 2 test cases x base, lasagna, the compared prior
+    assert pooled[2][0] == "lasagna" and pooled[2][3] != pooled[0][3]  # something was distilled
+    assert [r["r"] for r in runs[1].photos["rows"]] == [r["r"] for r in runs[0].photos["rows"]]
+
+
+
+@pytest.mark.parametrize("fault,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stopped_eval_stops_its_workers(setup, tmp_path, fault, code):
+    """Ctrl-C or SIGTERM in the middle of `eval -j 2`: one line, the run's exit code, and no worker goes on
+    distilling (they ignore Ctrl-C themselves and are stopped by the run, so no traceback from each)."""
+    data, weights = setup
+    proc = subprocess.Popen([LASAGNA, "eval", "--data", str(data), "--model", str(weights), "--no-direct", "--steps", "100000",
+                             "-j", "2", "--out", str(tmp_path / "r.json")],
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=interruptible)
+    deadline = time.monotonic() + 120
+    while len(children(proc.pid)) < 2 and proc.poll() is None:  # the two workers (and a resource tracker)
+        assert time.monotonic() < deadline, "no workers started"
+        time.sleep(0.1)
+    workers = children(proc.pid)
+    time.sleep(3)  # loading their priors, then distilling
+    proc.send_signal(getattr(signal, fault))
+    _, err = proc.communicate(timeout=60)
+    wait_until_ended(workers)
+    assert proc.returncode == code and "Traceback" not in err.decode()
+    assert not (tmp_path / "r.json").exists()

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,22 +24,16 @@ from lasagna_cli.app import app
 from lasagna_core.writing import result_complete
 from lasagna_core.writing.faults import STAGES
 from tests.conftest import REPO, gradient_rgb, to_uint8
+from tests.processes import LASAGNA, children, interruptible, wait_until_ended
 
-LASAGNA = str(Path(sys.executable).with_name("lasagna"))
 FAULTS = ("SIGINT", "SIGTERM", "SIGKILL", "ENOSPC")
 EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGKILL": -signal.SIGKILL, "ENOSPC": 1}
-
-
-def _interruptible() -> None:
-    """SIGINT as a terminal's Ctrl-C finds it: a test run started in the background by a non-interactive
-    shell inherits SIGINT ignored, and Python then keeps ignoring it, so the SIGINT cases would test nothing."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def lasagna(folder: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [LASAGNA, *args], cwd=folder, env={**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", **env},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_interruptible,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=interruptible,
     )
 
 
@@ -235,25 +228,6 @@ def test_a_batch_stopped_at_any_stage_leaves_complete_results_and_a_rerun_finish
         assert logged(case) == {}
         done = {"p0"} if first_done else set()
     rerun_finishes_everything(case, done, sources)
-
-
-def children(pid: int) -> list[int]:
-    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
-            for child in (task / "children").read_text().split()]
-
-
-def running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
-def wait_until_ended(pids: list[int], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while any(running(pid) for pid in pids):
-        assert time.monotonic() < deadline, "a worker went on after its run was stopped"
-        time.sleep(0.1)
 
 
 def writers(out: Path, *, between_renames: bool = False) -> set[int]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,6 @@ import numpy as np
 import torch
 
 from ..priors import PriorSettings
-from ..priors.base import Prior
-from ..templates import DistillSettings, EditSpec
 from .metrics import (
     adds_light,
     cast_shadow_iou,
@@ -43,6 +41,7 @@ from .metrics import (
     visible_share,
 )
 from .report import CaseResult, EvalReport, compare_label, summarise
+from .shading import CaseShader, ShadeCase, ShadeSetup
 
 METHODS = ("base", "lasagna", "direct", "ground truth")
 
@@ -70,10 +69,12 @@ def evaluate(
     compare_model: str | None = None,
     photos: Sequence[tuple[str, np.ndarray]] = (),
     pictures: Path | None = None,
+    jobs: int = 1,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> EvalReport:
     """Run the comparison on `data`'s `split` (tune settings on "val", report on "test"), and the direction
-    check on `photos` with the same prior and settings; see the module doc for what is measured."""
+    check on `photos` with the same prior and settings, the distillations in `jobs` processes; see the module
+    doc for what is measured."""
     from ..directions import image_plane_vector
     from ..edit import edit_settings, with_template
     from ..errors import UsageError
@@ -97,13 +98,15 @@ def evaluate(
     family = family_for(model)
     if "direct" in methods and not family.prior.capabilities_for(family.config(asked.option_values())).samples:  # before the model loads
         raise UsageError(f"the direct-generation baseline samples the prior, which '{model}' can't do (pass --no-direct)")
-    prior = load_prior(asked)
-    priors = {"lasagna": prior}
+    rows = {"lasagna": asked}
     if compare_model is not None:  # the same distillation with another prior: one more row after Lasagna's
-        priors[compare_label(compare_model)] = load_prior(with_template(
-            PriorSettings(compare_model, prior_settings.device, prior_settings.precision), spec))
+        rows[compare_label(compare_model)] = with_template(
+            PriorSettings(compare_model, prior_settings.device, prior_settings.precision), spec)
         at = list(methods).index("lasagna") + 1 if "lasagna" in methods else len(methods)
         methods = [*methods[:at], compare_label(compare_model), *methods[at:]]
+    setup = ShadeSetup(rows, template, settings)
+    priors = {row: load_prior(row_settings) for row, row_settings in rows.items()}
+    prior = priors["lasagna"]
 
     loaded = []
     for ex in cases:
@@ -116,8 +119,7 @@ def evaluate(
     seconds: dict[str, list[float]] = {m: [] for m in methods}
     hue_errors: dict[str, list[float | None]] = {m: [None] * len(loaded) for m in methods}
     hue_scored = [ex.light_color is not None and adds_light(target.numpy(), base.numpy()) for ex, base, target, _ in loaded]
-    total = len(loaded) * len(methods)
-    done = 0
+    progress = _Progress(len(loaded) * len(methods), on_progress)
     for m in methods:
         if m == "direct":
             # Batched: one DDIM run over all cases (per-case time is the batch time / cases).
@@ -134,25 +136,23 @@ def evaluate(
             per = (time.perf_counter() - t0) / len(loaded)
             outputs[m] = [r.numpy() for r in results]
             seconds[m] = [per] * len(loaded)
-            done += len(loaded)
-            if on_progress:
-                on_progress(done, total, m)
-            continue
-        for index, (ex, base, target, mask) in enumerate(loaded):
-            t0 = time.perf_counter()
-            if m == "base":
-                result = base.numpy()
-            elif m == "ground truth":
-                result = target.numpy()
-            else:
-                result, light = shade_picture(priors[m], spec, settings, base.numpy(), ex.prompt, seed + index)
-                if hue_scored[index] and light is not None:
-                    hue_errors[m][index] = light_hue_error(light, ex.light_color)
-            outputs[m].append(result)
-            seconds[m].append(time.perf_counter() - t0)
-            done += 1
-            if on_progress:
-                on_progress(done, total, m)
+            progress.advance(len(loaded), m)
+        elif m in ("base", "ground truth"):
+            outputs[m] = [(base if m == "base" else target).numpy() for _, base, target, _ in loaded]
+            seconds[m] = [0.0] * len(loaded)
+            progress.advance(len(loaded), m)
+    distilled = [m for m in methods if m in priors]
+    with CaseShader(setup, priors, spec, jobs) as shader:
+        shaded = shader.shade([ShadeCase(m, base.numpy(), ex.prompt, seed + index) for m in distilled
+                               for index, (ex, base, _, _) in enumerate(loaded)],
+                              lambda case: progress.advance(1, case.prior))
+        for k, m in enumerate(distilled):
+            row = shaded[k * len(loaded) : (k + 1) * len(loaded)]
+            outputs[m], seconds[m] = [s.composite for s in row], [s.seconds for s in row]
+            hue_errors[m] = [light_hue_error(s.light, ex.light_color) if scored and s.light is not None else None
+                             for s, (ex, *_), scored in zip(row, loaded, hue_scored)]
+        photo_report = None if not photos else photo_directions(
+            photos, shader, seed=seed, pictures=None if pictures is None else pictures / "photos", on_progress=on_progress)
 
     results: list[CaseResult] = []
     bands = [outline_band(base.numpy(), mask) for _, base, _, mask in loaded]
@@ -183,27 +183,10 @@ def evaluate(
         direction_cases=sum(1 for ex, *_ in loaded if image_plane_vector(ex.direction) != (0.0, 0.0)),
         skipped_direction=skipped, seconds=0.0, split=split, results=results, compare_model=compare_model,
     )
-    if photos:
-        report.photos = photo_directions(photos, prior=prior, spec=spec, settings=settings, seed=seed,
-                                         pictures=None if pictures is None else pictures / "photos", on_progress=on_progress)
+    if photo_report is not None:
+        report.photos = photo_report
     report.seconds = time.perf_counter() - started
     return report
-
-
-def shade_picture(prior: Prior, spec: EditSpec, settings: DistillSettings, picture: np.ndarray, prompt: str,
-             seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """What `lasagna shade` makes of `picture` ([3,H,W] in [0,1]) with `prompt`: the same `Distillation`,
-    composed at full size, and its first Screen layer (the Light layer) as written, None when the template
-    has none; as numpy on the CPU."""
-    from ..edit import Distillation
-    from ..layers import BlendMode
-
-    full = torch.from_numpy(np.ascontiguousarray(picture, dtype=np.float32))[None].to(prior.device)
-    run = Distillation(prior, spec, settings, full, prompt)
-    layers = run.layers(seed)
-    light = next((out.color[0].cpu().numpy() for out, layer in zip(layers, spec.layers)
-                  if layer.blend_mode is BlendMode.SCREEN), None)
-    return run.composite(layers)[0].cpu().numpy(), light
 
 
 def save_contact_sheet(loaded: Sequence[Any], outputs: dict[str, list[np.ndarray]], methods: Sequence[str], folder: Path,
@@ -231,36 +214,47 @@ def save_contact_sheet(loaded: Sequence[Any], outputs: dict[str, list[np.ndarray
 
 def photo_directions(
     photos: Sequence[tuple[str, np.ndarray]],
+    shader: CaseShader,
     *,
-    prior: Prior,
-    spec: EditSpec,
-    settings: DistillSettings,
     directions: Sequence[str] = ("left", "right", "top", "bottom"),
     seed: int = 0,
     pictures: Path | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     """Direction accuracy on photos without ground truth: each photo ([3,H,W] in [0,1]) lit from each
-    direction the way `lasagna shade` does it; the whole picture is the mask (objects are not segmented),
-    positions relative to the picture's centre."""
+    direction the way `lasagna shade` does it, by the shader's "lasagna" prior; the whole picture is the mask
+    (objects are not segmented), positions relative to the picture's centre."""
     from ..directions import PROMPTS, image_plane_vector
 
+    asked = [(name, photo, d) for name, photo in photos for d in directions]
+    progress = _Progress(len(asked), on_progress)
+    shaded = shader.shade([ShadeCase("lasagna", photo, PROMPTS[d], seed) for _, photo, d in asked],
+                          lambda _: progress.advance(1, "photos"))
     rows = []
-    total, done = len(photos) * len(directions), 0
-    for name, photo in photos:
-        for d in directions:
-            out, _ = shade_picture(prior, spec, settings, photo, PROMPTS[d], seed)
-            r = direction_correlation(out, photo, None, image_plane_vector(d))
-            rows.append({"photo": name, "direction": d, "r": r, "shading": shading_strength(out, photo, np.ones(photo.shape[1:])),
-                         "chroma_drift": chroma_drift(out, photo)})
-            if pictures is not None:
-                from ..writing import save_png
+    for (name, photo, d), result in zip(asked, shaded):
+        out = result.composite
+        r = direction_correlation(out, photo, None, image_plane_vector(d))
+        rows.append({"photo": name, "direction": d, "r": r, "shading": shading_strength(out, photo, np.ones(photo.shape[1:])),
+                     "chroma_drift": chroma_drift(out, photo)})
+        if pictures is not None:
+            from ..writing import save_png
 
-                pictures.mkdir(parents=True, exist_ok=True)
-                save_png(out.astype(np.float32), None, pictures / f"{name}-{d}.png")
-            done += 1
-            if on_progress:
-                on_progress(done, total, "photos")
+            pictures.mkdir(parents=True, exist_ok=True)
+            save_png(out.astype(np.float32), None, pictures / f"{name}-{d}.png")
     accuracy = float(np.mean([r["r"] > 0 for r in rows])) if rows else None
     visible = visible_share([(r["r"], r["shading"]) for r in rows]) if rows else None
     return {"cases": len(rows), "direction_accuracy": accuracy, "visible_direction_accuracy": visible, "rows": rows}
+
+
+@dataclass
+class _Progress:
+    """Counts what is done out of `total` for an evaluation's `on_progress`."""
+
+    total: int
+    on_progress: Callable[[int, int, str], None] | None
+    done: int = 0
+
+    def advance(self, count: int, method: str) -> None:
+        self.done += count
+        if self.on_progress:
+            self.on_progress(self.done, self.total, method)
