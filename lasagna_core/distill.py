@@ -18,7 +18,7 @@ from .blend import blend
 from .errors import DistillationError
 from .generator import START_MARGIN, LayerGenerator, LayerOutput
 from .priors.base import Condition, Prior
-from .resample import guided_upsample, resize
+from .resample import fit_size, guided_upsample, resize
 from .templates import DistillSettings, GeneratorSettings, LayerSpec
 
 
@@ -122,7 +122,8 @@ def distill(
     when given (flats' `RegionGenerator`), else a fresh `LayerGenerator` of `shape`.
 
     `prior_size`: the prior's working size when it differs from the generator's; the composite is resized
-    to it (area when shrinking) before the SDS loss. Every CHECK_EVERY steps the loss and weights are
+    to it (area when shrinking) before the SDS loss, and to half of it in the first `settings.coarse_steps`
+    (`coarse_size`). Every CHECK_EVERY steps the loss and weights are
     checked for NaN/Inf; on divergence the generator goes back to the last good check and carries on at half
     the learning rate, at most MAX_RESTARTS times.
     """
@@ -139,14 +140,14 @@ def distill(
     learning_rate = settings.learning_rate
     optimiser = _adam(generator, learning_rate)
     t_range = (settings.t_min, settings.t_max)
+    scored_size = tuple(prior_size or base.shape[-2:])
+    coarse = coarse_size(scored_size, prior.multiple) if settings.coarse_steps else scored_size
     good_step, good_weights, restarts = 0, copy_weights(generator), 0
     step = 0
     while step < settings.steps:
         step += 1
         outputs = generator(g_input)
-        composite = compose(base, specs, outputs, mask)
-        if prior_size is not None:
-            composite = resize(composite, prior_size)
+        composite = resize(compose(base, specs, outputs, mask), coarse if step <= settings.coarse_steps else scored_size)
         sds = prior.sds_loss(
             composite, condition, guidance=settings.guidance, t_range=t_range, generator=noise, samples=settings.noise_samples
         )
@@ -173,6 +174,11 @@ def distill(
         if on_step is not None:
             on_step(StepInfo(step, settings.steps, loss.detach(), sds.detach(), regulariser.detach(), generator))
     return generator
+
+
+def coarse_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """Half of a working size `size` (sides multiples of `multiple`): where the coarse steps score the composite."""
+    return fit_size(*size, max(size) // 2, multiple)
 
 
 def _adam(generator: nn.Module, learning_rate: float) -> torch.optim.Adam:

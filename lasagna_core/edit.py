@@ -90,6 +90,8 @@ class Distillation:
         self, prior: Prior, spec: EditSpec, settings: DistillSettings, base: Tensor, prompt: str,
         coverage: Tensor | None = None, hints: Tensor | None = None, close_gaps: int | None = None,
     ) -> None:
+        if settings.coarse_steps and not prior.capabilities.rescales:
+            raise UsageError("coarse_steps: this prior scores pictures only at its working size (the built-in priors take coarse steps)")
         self.prior, self.spec, self.settings, self.base = prior, spec, settings, base
         self.light = light_of(spec, prompt)
         height, width = base.shape[-2:]

@@ -65,6 +65,9 @@ class DistillSettings:
     neutral_weight: float = field(default=0.002, metadata=_bounds(0.0))  # L1 pull to neutral per pixel, against the summed SDS loss
     t_min: float = field(default=0.02, metadata=_bounds(0.0, 1.0, below=True))
     t_max: float = field(default=0.98, metadata=_bounds(0.0, 1.0, above=True))
+    # The first `coarse_steps` score the composite at half the prior's working size, for a quarter of the cost
+    # of a step: the layout of light and shadow needs no fine detail (priors with `Capabilities.rescales`).
+    coarse_steps: int = field(default=0, metadata=_bounds(0))
 
 
 def settings_with(

@@ -171,7 +171,8 @@ def test_direct_baseline_needs_a_prior_that_samples(tmp_path):
 
 
 def test_progress_in_a_log_says_each_method_the_end_and_once_a_minute_between(monkeypatch):
-    """Not on a terminal, a two-hour evaluation still says where it is, without a line per case."""
+    """Not on a terminal, a two-hour evaluation still says where it is, without a line per case, and how long
+    is left at the pace of what runs now (the instant base rows do not count)."""
     import lasagna_cli.evaluate as cli_eval
 
     lines: list[str] = []
@@ -188,8 +189,8 @@ def test_progress_in_a_log_says_each_method_the_end_and_once_a_minute_between(mo
     log(8, 8, "lasagna")
     assert lines == [
         "eval: base 1/8 (0.0 min)",
-        "eval: lasagna 4/8 (0.4 min, about 0.4 min left)",
-        "eval: lasagna 7/8 (1.7 min, about 0.2 min left)",
+        "eval: lasagna 4/8 (0.4 min, about 1.7 min left)",  # at this method's pace, 25 s a case
+        "eval: lasagna 7/8 (1.7 min, about 0.4 min left)",
         "eval: lasagna 8/8 (1.7 min)",
     ]
 

@@ -188,6 +188,10 @@ def test_capabilities_tell_the_truth(prior: Prior) -> None:
         half = torch.ones(1, 1, *base.shape[-2:])
         half[..., : base.shape[-1] // 2] = 0
         assert not torch.equal(reference, _loss(prior, prior.condition(first, base, matte=half), image))
+    if caps.rescales:  # a condition made at the working size scores a picture of half that size
+        half = torch.nn.functional.interpolate(image, scale_factor=0.5, mode="area")
+        small = _loss(prior, prior.condition(first, base), half)
+        assert torch.isfinite(small) and not torch.equal(small, _loss(prior, prior.condition(second, base), half))
     if caps.samples:
         out = prior.sample(base.repeat(2, 1, 1, 1), [first, second], steps=2, generator=torch.Generator().manual_seed(0))
         assert out.shape == (2, *base.shape[1:]) and 0 <= out.min() and out.max() <= 1
@@ -301,6 +305,28 @@ def test_generator_may_work_above_the_prior_size(picture: Path, tmp_path: Path) 
     template.write_text(shade.replace("[defaults]", "[generator]\ndepth = 3\n\n[defaults]"), encoding="utf-8")
     code, _, err = run("shade", str(picture), "-p", "light", "-t", str(template), "-m", TOY, "-o", str(tmp_path / "x.psd"))
     assert code == 2 and "unknown [generator] keys: depth" in err
+
+
+def test_coarse_steps_score_the_first_steps_at_half_the_prior_size(picture: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`[defaults] coarse_steps = 2`: the first two steps see the composite at half the prior's working size,
+    the rest at the full one; a prior that can't score smaller pictures is refused in one line before any step."""
+    shade = (Path(__file__).resolve().parents[1] / "templates" / "shade.toml").read_text(encoding="utf-8")
+    template = tmp_path / "coarse.toml"
+    template.write_text(shade.replace("[defaults]", "[defaults]\ncoarse_steps = 2"), encoding="utf-8")
+    out = tmp_path / "x.psd"
+    code, _, err = run("shade", str(picture), "-p", "light", "-t", str(template), "-m", TOY, "--steps", "3", "-o", str(out))
+    assert code == 2 and err.strip().splitlines() == [
+        "error: coarse_steps: this prior scores pictures only at its working size (the built-in priors take coarse steps)"]
+    assert not out.exists()
+    from lasagna_core.edit import EditConfig, EditJob, run_edit
+
+    monkeypatch.setattr(ToyPrior, "capabilities", dataclasses.replace(ToyPrior.capabilities, rescales=True))
+    prior = load_prior(PriorSettings(TOY, device="cpu"))
+    job = EditJob(picture, "light", EditConfig(template=str(template), prior=PriorSettings(TOY, "cpu"), steps=3), output=out)
+    result = run_edit(job, prior=prior)
+    assert prior.seen == [(1, 3, 16, 16), (1, 3, 16, 16), (1, 3, 24, 32)]  # half of 24 x 32 in multiples of 8, then 24 x 32
+    assert result.record["settings"]["coarse_steps"] == 2
 
 
 def test_the_registry_and_settings_import_no_torch() -> None:

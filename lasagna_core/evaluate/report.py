@@ -138,6 +138,7 @@ def markdown_table(report: EvalReport) -> str:
         f"distillation: {report.settings['steps']} steps, guidance {report.settings['guidance']}, "
         f"{report.settings['noise_samples']} noise samples, lr {report.settings['learning_rate']}, "
         f"neutral weight {report.settings['neutral_weight']}"
+        + (f", the first {report.settings['coarse_steps']} at half the prior's size" if report.settings.get("coarse_steps") else "")
         + (f"; direct generation: DDIM {report.settings['direct_steps']} steps, guidance {report.settings['direct_guidance']}"
            if "direct" in report.summary else "")
         + (f"; row `{compare_label(report.compare_model)}`: the same with model `{report.compare_model}`"

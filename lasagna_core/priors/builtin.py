@@ -33,7 +33,7 @@ class BuiltinPrior(PixelPrior):
     """SDS through the built-in pixel-space relighting model; `directions` are its class names. The family has
     no options (its Config is empty)."""
 
-    capabilities = Capabilities(samples=True, encoder=False, conditions_on=frozenset({"direction", "image"}))
+    capabilities = Capabilities(samples=True, encoder=False, rescales=True, conditions_on=frozenset({"direction", "image"}))
     task = RELIGHT
     model_name = BUILTIN_NAME
     weights_file = WEIGHTS_FILE

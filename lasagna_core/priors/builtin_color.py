@@ -56,7 +56,7 @@ class BuiltinColorPrior(PixelPrior):
             "How much more a colour word in the prompt weighs than the line art under guidance: its pull is "
             "(1 + this) x --guidance (0: as much). Measured in README \"Colouring\".")})
 
-    capabilities = Capabilities(samples=True, encoder=False, conditions_on=frozenset({"image", "hints", "color-words"}))
+    capabilities = Capabilities(samples=True, encoder=False, rescales=True, conditions_on=frozenset({"image", "hints", "color-words"}))
     task = COLOR
     model_name = "builtin-color"
     weights_file = "builtin-color.safetensors"

@@ -43,10 +43,13 @@ class Capabilities:
         (a light-direction class parsed from the prompt), "image" (the base as a hint), "hints" (colour hints,
         `--hints` / a Hints layer: `condition(..., hints=)` takes them), "color-words" (a colour class parsed
         from the prompt), "matte" (the edit's coverage, where the subject is: `condition(..., matte=)` takes it).
+    rescales: the prior scores pictures smaller than its working size (sides still multiples of its `multiple`)
+        with the same condition, as the coarse steps of `DistillSettings.coarse_steps` ask.
     """
 
     samples: bool = False
     encoder: bool = False
+    rescales: bool = False
     conditions_on: frozenset[str] = frozenset({"text"})
 
     def __post_init__(self) -> None:
