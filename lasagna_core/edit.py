@@ -67,6 +67,14 @@ def load_edit_prior(config: EditConfig, spec: EditSpec | None = None) -> Prior:
     return load_prior(prior_settings(config, spec))
 
 
+def check_settings_for(settings: DistillSettings, asked: PriorSettings) -> None:
+    """UsageError (one line) before the prior loads when the settings ask what its family can't do: coarse
+    steps of a prior that scores pictures only at its working size."""
+    family = family_for(asked.model)
+    if settings.coarse_steps and not family.prior.capabilities_for(family.config(asked.option_values())).rescales:
+        raise UsageError("coarse_steps: this prior scores pictures only at its working size (the built-in priors take coarse steps)")
+
+
 def edit_settings(spec: EditSpec, steps: int | None = None, guidance: float | None = None) -> DistillSettings:
     """The template's distillation defaults with the command line's --steps / --guidance, checked by the same
     rules as the template's own values."""
@@ -90,8 +98,6 @@ class Distillation:
         self, prior: Prior, spec: EditSpec, settings: DistillSettings, base: Tensor, prompt: str,
         coverage: Tensor | None = None, hints: Tensor | None = None, close_gaps: int | None = None,
     ) -> None:
-        if settings.coarse_steps and not prior.capabilities.rescales:
-            raise UsageError("coarse_steps: this prior scores pictures only at its working size (the built-in priors take coarse steps)")
         self.prior, self.spec, self.settings, self.base = prior, spec, settings, base
         self.light = light_of(spec, prompt)
         height, width = base.shape[-2:]
@@ -217,6 +223,8 @@ def run_edit(
         spec = load_template(spec.greyscale)
         check_prompt(job.prompt, spec, config.prior.model)
     settings = edit_settings(spec, config.steps, config.guidance)
+    asked = prior_settings(config, spec)
+    check_settings_for(settings, asked)
     flats = spec.paints_flats
     if config.close_gaps is not None and not flats and on_notice:
         on_notice(f"{job.input.name} is a greyscale picture, not line art: --close-gaps has no lines to close")
@@ -230,7 +238,6 @@ def run_edit(
     )
     if job.preview_dir is not None:
         preview_folder(job.preview_dir)
-    asked = prior_settings(config, spec)
     prior = prior or load_prior(asked)
 
     device = prior.device

@@ -310,7 +310,8 @@ def test_generator_may_work_above_the_prior_size(picture: Path, tmp_path: Path) 
 def test_coarse_steps_score_the_first_steps_at_half_the_prior_size(picture: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """`[defaults] coarse_steps = 2`: the first two steps see the composite at half the prior's working size,
-    the rest at the full one; a prior that can't score smaller pictures is refused in one line before any step."""
+    the rest at the full one; a prior that can't score smaller pictures is refused in one line before it loads,
+    by shade and by eval."""
     shade = (Path(__file__).resolve().parents[1] / "templates" / "shade.toml").read_text(encoding="utf-8")
     template = tmp_path / "coarse.toml"
     template.write_text(shade.replace("[defaults]", "[defaults]\ncoarse_steps = 2"), encoding="utf-8")
@@ -319,6 +320,11 @@ def test_coarse_steps_score_the_first_steps_at_half_the_prior_size(picture: Path
     assert code == 2 and err.strip().splitlines() == [
         "error: coarse_steps: this prior scores pictures only at its working size (the built-in priors take coarse steps)"]
     assert not out.exists()
+    from tests.relight_data import make_manifest
+
+    data = make_manifest(tmp_path / "data", scenes=1, size=16, directions=("left",))
+    code, _, eval_err = run("eval", "--data", str(data), "--model", TOY, "-t", str(template), "--no-direct")
+    assert code == 2 and eval_err == err
     from lasagna_core.edit import EditConfig, EditJob, run_edit
 
     monkeypatch.setattr(ToyPrior, "capabilities", dataclasses.replace(ToyPrior.capabilities, rescales=True))

@@ -76,7 +76,7 @@ def evaluate(
     check on `photos` with the same prior and settings, the distillations in `jobs` processes; see the module
     doc for what is measured."""
     from ..directions import image_plane_vector
-    from ..edit import edit_settings, with_template
+    from ..edit import check_settings_for, edit_settings, with_template
     from ..errors import UsageError
     from ..priors import family_for, load_prior
     from ..resample import resize
@@ -104,6 +104,8 @@ def evaluate(
             PriorSettings(compare_model, prior_settings.device, prior_settings.precision), spec)
         at = list(methods).index("lasagna") + 1 if "lasagna" in methods else len(methods)
         methods = [*methods[:at], compare_label(compare_model), *methods[at:]]
+    for row_settings in rows.values():
+        check_settings_for(settings, row_settings)
     setup = ShadeSetup(rows, template, settings)
     priors = {row: load_prior(row_settings) for row, row_settings in rows.items()}
     prior = priors["lasagna"]
